@@ -1,0 +1,249 @@
+"""The ``vesselfield`` command line: verbs over the package's jobs.
+
+Only typer is imported at start-up; every command imports what it needs when it runs, so
+``vesselfield --help`` never loads torch. A user error prints ``error: <one line>`` to stderr
+and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import typer
+
+from vesselfield.errors import VesselfieldError
+
+app = typer.Typer(
+    help="vesselfield: blood vessels as neural distance fields.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+phantom_app = typer.Typer(help="Synthetic vessels with exact ground truth.", no_args_is_help=True)
+geometry_app = typer.Typer(help="C-arm cone-beam geometry files.", no_args_is_help=True)
+app.add_typer(phantom_app, name="phantom")
+app.add_typer(geometry_app, name="geometry")
+
+# Options shared by every command that reads a .npy volume.
+GeometryOpt = typer.Option(None, "--geometry", help="Geometry JSON; its volume grid places .npy volumes.")
+SpacingOpt = typer.Option(None, "--spacing", help="Voxel spacing X Y Z in mm for a .npy volume.")
+OriginOpt = typer.Option(None, "--origin", help="World position X Y Z (LPS mm) of voxel (0,0,0) of a .npy volume; default centres it.")
+Triple = Optional[Tuple[float, float, float]]
+
+
+def _done(paths) -> None:
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+# ------------------------------------------------------------------------------------ phantom
+@phantom_app.command("coronary")
+def phantom_coronary(
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    side: str = typer.Option("left", "--side", help="left (LM, LAD, LCx) or right (RCA) tree."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the tree's shape."),
+    geometry: Optional[Path] = typer.Option(None, "--geometry", help="Geometry JSON whose volume grid to use (default: the papers' 128^3 at 0.8 mm)."),
+    voxel_mm: Optional[float] = typer.Option(None, "--voxel-mm", help="Isotropic voxel size in mm instead of the geometry's."),
+    ct: bool = typer.Option(False, "--ct", help="Also write a CT-like image ct.nii.gz."),
+    sparse: int = typer.Option(0, "--sparse", help="Also write ct_sparse.nii.gz keeping every K-th axial slice."),
+):
+    """Coronary-like tree: volume.nii.gz, sdf.nii.gz, mesh.stl, geometry.json."""
+    from vesselfield.workflows import write_phantom
+
+    _done(write_phantom("coronary", out, side=side, seed=seed, geometry_path=geometry,
+                        spacing_mm=voxel_mm, ct=ct, sparse_every=sparse).values())
+
+
+@phantom_app.command("swc")
+def phantom_swc(
+    swc: Path = typer.Argument(..., help="SWC centreline tree (id type x y z radius parent), mm."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    voxel_mm: float = typer.Option(0.5, "--voxel-mm", help="Isotropic voxel size in mm."),
+    ct: bool = typer.Option(False, "--ct", help="Also write a CT-like image ct.nii.gz."),
+    sparse: int = typer.Option(0, "--sparse", help="Also write ct_sparse.nii.gz keeping every K-th axial slice."),
+):
+    """Tree from an SWC file on a grid covering it: volume, exact SDF, mesh, geometry."""
+    from vesselfield.workflows import write_phantom
+
+    _done(write_phantom("swc", out, swc_path=swc, spacing_mm=voxel_mm, ct=ct, sparse_every=sparse).values())
+
+
+@phantom_app.command("aaa")
+def phantom_aaa(
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the aneurysm's shape."),
+    voxel_mm: float = typer.Option(1.0, "--voxel-mm", help="Isotropic voxel size in mm."),
+    ct: bool = typer.Option(False, "--ct", help="Also write a CT-like image ct.nii.gz."),
+    sparse: int = typer.Option(0, "--sparse", help="Also write ct_sparse.nii.gz keeping every K-th axial slice."),
+):
+    """Nested AAA (lumen in thrombus in wall): labels, one exact SDF and mesh per surface."""
+    from vesselfield.workflows import write_phantom
+
+    _done(write_phantom("aaa", out, seed=seed, spacing_mm=voxel_mm, ct=ct, sparse_every=sparse).values())
+
+
+# ------------------------------------------------------------------------------------ project
+@app.command("project")
+def project(
+    volume: Path = typer.Option(..., "--volume", help="Volume (NIfTI, MHA/NRRD, or NPY with --geometry/--spacing)."),
+    geometry: Path = typer.Option(..., "--geometry", help="Geometry JSON with the views to simulate."),
+    out: Path = typer.Option(..., "--out", help="Output folder for view<i>.npy and view<i>.png."),
+    spacing: Triple = SpacingOpt,
+    origin: Triple = OriginOpt,
+    step_mm: Optional[float] = typer.Option(None, "--step-mm", help="Ray sampling step in mm (default: the projector's)."),
+    threshold_mm: Optional[float] = typer.Option(None, "--threshold-mm", help="Line integral (mm) above which a pixel is vessel in the PNG masks."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """Line integrals (mm) of a volume in every view: view<i>.npy (float32 [H, W]) and masks view<i>.png."""
+    from vesselfield.workflows import project_to_files
+
+    _done(project_to_files(volume, geometry, out, spacing_mm=spacing, origin_mm=origin, step_mm=step_mm,
+                           threshold_mm=threshold_mm, device=device))
+
+
+# ----------------------------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Predicted occupancy/probability in [0, 1] or binary mask."),
+    gt: Path = typer.Option(..., "--gt", help="Ground-truth binary mask on the same grid."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Prediction values >= this are vessel."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics as JSON here."),
+    geometry: Optional[Path] = GeometryOpt,
+    spacing: Triple = SpacingOpt,
+    origin: Triple = OriginOpt,
+):
+    """Every metric (Dice, IoU, clDice, Chamfer, Hausdorff, ...) of a prediction against the truth."""
+    from vesselfield.metrics import format_metrics_table
+    from vesselfield.workflows import evaluate_files
+
+    metrics = evaluate_files(pred, gt, threshold=threshold, json_path=json_out, geometry_path=geometry,
+                             spacing_mm=spacing, origin_mm=origin)
+    typer.echo(format_metrics_table(metrics))
+    if json_out is not None:
+        typer.echo(f"wrote {json_out}")
+
+
+# --------------------------------------------------------------------------------------- mesh
+@app.command("mesh")
+def mesh(
+    volume: Path = typer.Option(..., "--volume", help="SDF (mm, negative inside) or occupancy volume."),
+    out: Path = typer.Option(..., "--out", help="Mesh file: .stl, .ply, .obj or .vtp (world LPS mm)."),
+    level: Optional[float] = typer.Option(None, "--level", help="Iso-level (default 0 for an SDF, 0.5 for occupancy)."),
+    inside: str = typer.Option("auto", "--inside", help="Which side of the level is vessel: auto, below (SDF) or above (occupancy)."),
+    largest_component: bool = typer.Option(False, "--largest-component", help="Keep only the largest connected piece."),
+    geometry: Optional[Path] = GeometryOpt,
+    spacing: Triple = SpacingOpt,
+    origin: Triple = OriginOpt,
+):
+    """Marching cubes of a volume into a surface mesh in world millimetres."""
+    from vesselfield.workflows import mesh_to_file
+
+    if inside not in ("auto", "below", "above"):
+        raise VesselfieldError(f"--inside must be auto, below or above, got {inside!r}")
+    summary = mesh_to_file(volume, out, level=level, inside=inside, largest_component=largest_component,
+                           geometry_path=geometry, spacing_mm=spacing, origin_mm=origin)
+    typer.echo(f"wrote {out}: {summary['vertices']} vertices, {summary['faces']} faces, "
+               f"watertight={summary['watertight']}, components={summary['components']}")
+
+
+# ----------------------------------------------------------------------------------- geometry
+@geometry_app.command("from-dicom")
+def geometry_from_dicom_cmd(
+    dicom: List[Path] = typer.Argument(..., help="X-ray angiography DICOM files, one per view, in view order."),
+    out: Path = typer.Option(..., "--out", help="Geometry JSON to write."),
+):
+    """Build a geometry file from XA DICOM positioner angles, distances and detector size."""
+    from vesselfield.geometry import geometry_from_dicom, save_geometry
+
+    save_geometry(out, geometry_from_dicom(dicom))
+    typer.echo(f"wrote {out}")
+
+
+@geometry_app.command("default")
+def geometry_default(out: Path = typer.Option(..., "--out", help="Geometry JSON to write.")):
+    """Write the default two-view geometry of the NeCA and SDF-CAR papers."""
+    from vesselfield.geometry import default_geometry, save_geometry
+
+    save_geometry(out, default_geometry())
+    typer.echo(f"wrote {out}")
+
+
+@geometry_app.command("show")
+def geometry_show(path: Path = typer.Argument(..., help="Geometry JSON.")):
+    """Check a geometry file and print its views (source, detector centre, axes)."""
+    from vesselfield.geometry import check_views_see_volume, load_geometry
+
+    g = load_geometry(path)
+    check_views_see_volume(g)
+    v = g.volume
+    typer.echo(f"volume: shape {v.shape}, spacing {v.spacing_mm} mm, origin {tuple(round(o, 3) for o in v.origin_mm)} mm")
+    for i, view in enumerate(g.views, start=1):
+        typer.echo(
+            f"view {i}: primary {view.primary_angle_deg:g} deg, secondary {view.secondary_angle_deg:g} deg, "
+            f"DSD {view.source_to_detector_mm:g} mm, DSO {view.source_to_isocenter_mm:g} mm, "
+            f"detector {tuple(view.detector_shape)} at {tuple(view.pixel_spacing_mm)} mm; "
+            f"source {tuple(round(float(s), 1) for s in view.source_mm)} mm"
+        )
+
+
+# --------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("vesselfield-demo"), "--out", help="Output folder."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the phantom."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """The main job on a built-in coronary phantom: views, metrics, mesh and figure."""
+    from vesselfield.metrics import format_metrics_table
+    from vesselfield.workflows import run_demo
+
+    metrics = run_demo(out, seed=seed, device=device)
+    typer.echo(format_metrics_table(metrics))
+    typer.echo(f"demo outputs are in {out.resolve()}")
+
+
+# --------------------------------------------------------------------------------------- main
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the console script; returns the exit status when called from Python."""
+    try:
+        app(args=argv, prog_name="vesselfield", standalone_mode=False)
+    except VesselfieldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return _exit(2, argv)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: file not found: {exc.filename or exc}", err=True)
+        return _exit(2, argv)
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        return _exit(2, argv)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return _exit(130, argv)
+    except typer.Exit as exc:  # --help and friends
+        return _exit(exc.exit_code, argv)
+    except Exception as exc:
+        # Usage errors from typer's bundled click: report them in one line like ours.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = exc.format_message()
+            if message:  # an empty message follows a help page already printed (no arguments)
+                typer.echo(f"error: {message} (see --help)", err=True)
+            return _exit(2, argv)
+        if type(exc).__name__ == "Abort":
+            typer.echo("error: aborted", err=True)
+            return _exit(1, argv)
+        raise
+    return _exit(0, argv)
+
+
+def _exit(code: int, argv) -> int:
+    # As a console script, exit with the status; from Python (argv given), return it.
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
