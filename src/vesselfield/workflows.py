@@ -18,6 +18,12 @@ from vesselfield.io.atomic import write_text_atomic
 from vesselfield.validate import require_binary, require_finite
 
 
+def metrics_json(metrics: dict) -> str:
+    """Metrics as strict JSON: an infinite distance (one mask empty) is written as ``null``."""
+    clean = {k: (v if not isinstance(v, float) or np.isfinite(v) else None) for k, v in metrics.items()}
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
+
+
 # ----------------------------------------------------------------------------------- grids
 def grid_from_options(
     geometry_path=None,
@@ -246,7 +252,7 @@ def evaluate_files(
         )
     metrics = evaluate_volumes(pred.astype(np.float32), gt, pgrid, threshold=threshold)
     if json_path is not None:
-        write_text_atomic(json_path, json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(json_path, metrics_json(metrics))
     return metrics
 
 
@@ -361,7 +367,7 @@ def run_demo(out_dir, *, seed: int = 0, device: str = "auto") -> dict:
 
     print("[4/5] metrics of the perturbed volume against the truth")
     metrics = evaluate_volumes(pred, truth >= 0.5, grid, threshold=0.5)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", metrics_json(metrics))
 
     print("[5/5] overview figure")
     save_overview_figure(out / "overview.png", views, masks, truth, pred, grid)

@@ -1,1 +1,28 @@
+"""Differentiable rendering of volumes and fields into cone-beam projections (imports torch).
 
+See ``vesselfield.render.projector`` and ``docs/geometry.md``.
+"""
+
+from vesselfield.render.projector import (
+    DEFAULT_CHUNK_RAYS,
+    DEFAULT_MASK_THRESHOLD_MM,
+    DEFAULT_STEP_VOXELS,
+    default_step_mm,
+    project_field,
+    project_views,
+    project_volume,
+    projection_mask,
+    ray_box_intersection,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_RAYS",
+    "DEFAULT_MASK_THRESHOLD_MM",
+    "DEFAULT_STEP_VOXELS",
+    "default_step_mm",
+    "project_field",
+    "project_views",
+    "project_volume",
+    "projection_mask",
+    "ray_box_intersection",
+]

@@ -1,0 +1,3 @@
+from vesselfield.cli import main
+
+main()

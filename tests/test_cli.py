@@ -1,0 +1,253 @@
+"""The command line: contract of every verb, and one-line errors for bad input.
+
+A few tests run the real console script in a subprocess; the rest call ``main([...])`` in-process
+(same code path, no interpreter start-up) to keep the suite fast.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vesselfield.cli import main
+from vesselfield.grid import VolumeGrid
+
+SMALL_GEOMETRY = {
+    "volume": {"shape": [32, 32, 32], "spacing_mm": [1.0, 1.0, 1.0], "origin_mm": [-15.5, -15.5, -15.5]},
+    "views": [
+        {"primary_angle_deg": 29.7, "secondary_angle_deg": 0.1, "source_to_detector_mm": 993.0,
+         "source_to_isocenter_mm": 757.0605, "detector_shape": [48, 40], "pixel_spacing_mm": [1.2, 1.2]},
+        {"primary_angle_deg": 2.0, "secondary_angle_deg": 29.0, "source_to_detector_mm": 1055.0,
+         "source_to_isocenter_mm": 756.9934, "detector_shape": [48, 40], "pixel_spacing_mm": [1.2, 1.2]},
+    ],
+}
+
+
+def run_cli(*args):
+    """Run the real console script; returns (returncode, stdout, stderr)."""
+    exe = Path(sys.executable).with_name("vesselfield")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "vesselfield.cli"]
+    p = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def write_geometry(path, geometry=SMALL_GEOMETRY):
+    path.write_text(json.dumps(geometry))
+    return path
+
+
+def ball(grid, center=(0, 0, 0), radius=6.0):
+    p = grid.voxel_centers_mm(np.float64)
+    return (np.linalg.norm(p - np.asarray(center), axis=-1) < radius).astype(np.float32)
+
+
+@pytest.fixture()
+def small(tmp_path):
+    geo = write_geometry(tmp_path / "geometry.json")
+    grid = VolumeGrid.from_dict(SMALL_GEOMETRY["volume"])
+    vol = ball(grid)
+    np.save(tmp_path / "ball.npy", vol)
+    return tmp_path, geo, grid, vol
+
+
+def expect_user_error(capsys, args, pattern, out_dir=None):
+    """A user error: exit 2, one 'error:' line naming the problem, no traceback, nothing written."""
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    assert pattern.lower() in err.lower(), err
+    if out_dir is not None:
+        assert not Path(out_dir).exists() or not any(Path(out_dir).iterdir())
+
+
+# ----------------------------------------------------------------------------- start-up
+def test_help_is_fast_and_imports_no_torch():
+    code = (
+        "import sys\n"
+        "from vesselfield.cli import main\n"
+        "rc = main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'monai', 'vtk', 'skimage', 'trimesh', 'nibabel') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in p.stdout, p.stdout + p.stderr
+
+
+def test_console_script_help_and_usage_error():
+    rc, out, _ = run_cli("--help")
+    assert rc == 0 and "phantom" in out and "project" in out and "evaluate" in out
+    rc, _, err = run_cli("evaluate", "--pred", "x.nii.gz")
+    assert rc == 2 and err.strip().startswith("error:") and "--gt" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ contract
+def test_project_writes_float32_views_and_binary_masks(small, capsys):
+    tmp, geo, grid, vol = small
+    assert main(["project", "--volume", str(tmp / "ball.npy"), "--geometry", str(geo), "--out", str(tmp / "v")]) == 0
+    from PIL import Image
+
+    for i in (1, 2):
+        img = np.load(tmp / "v" / f"view{i}.npy")
+        assert img.dtype == np.float32 and img.shape == (48, 40)
+        # The ball's chord through its centre is its diameter (12 mm); the brightest ray is close to it.
+        assert img.max() == pytest.approx(12.0, abs=0.6)
+        mask = np.asarray(Image.open(tmp / "v" / f"view{i}.png"))
+        assert mask.shape == (48, 40) and set(np.unique(mask)) <= {0, 255}
+        assert (mask > 0).sum() == ((img > 0) & (mask > 0)).sum() > 20
+    # The same volume as NIfTI with its own header gives the same images.
+    from vesselfield.io import save_volume
+
+    save_volume(tmp / "ball.nii.gz", vol, grid)
+    assert main(["project", "--volume", str(tmp / "ball.nii.gz"), "--geometry", str(geo), "--out", str(tmp / "w")]) == 0
+    assert np.allclose(np.load(tmp / "w" / "view1.npy"), np.load(tmp / "v" / "view1.npy"), atol=1e-4)
+
+
+def test_evaluate_prints_table_and_writes_json(small, capsys):
+    tmp, geo, grid, vol = small
+    shifted = np.roll(vol, 2, axis=0)
+    np.save(tmp / "pred.npy", shifted)
+    code = main(["evaluate", "--pred", str(tmp / "pred.npy"), "--gt", str(tmp / "ball.npy"),
+                 "--geometry", str(geo), "--json", str(tmp / "m.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((tmp / "m.json").read_text())
+    for key in ("dice", "iou", "cldice", "chamfer_mm", "hausdorff_mm"):
+        assert key in metrics and key in out.lower()
+    expected = 2 * (vol * shifted).sum() / (vol.sum() + shifted.sum())
+    assert metrics["dice"] == pytest.approx(expected, abs=1e-6)
+    assert main(["evaluate", "--pred", str(tmp / "ball.npy"), "--gt", str(tmp / "ball.npy"), "--geometry", str(geo)]) == 0
+    assert "1.0000" in capsys.readouterr().out
+
+
+def test_mesh_command_writes_world_mm_surface(small, capsys):
+    tmp, geo, grid, vol = small
+    p = grid.voxel_centers_mm(np.float64)
+    sdf = (np.linalg.norm(p - [2.0, -1.0, 3.0], axis=-1) - 5.0).astype(np.float32)
+    np.save(tmp / "sdf.npy", sdf)
+    assert main(["mesh", "--volume", str(tmp / "sdf.npy"), "--geometry", str(geo), "--out", str(tmp / "s.stl")]) == 0
+    import trimesh
+
+    m = trimesh.load(tmp / "s.stl")
+    assert m.is_watertight
+    assert np.linalg.norm(m.vertices - [2.0, -1.0, 3.0], axis=1) == pytest.approx(5.0, abs=0.05)
+
+
+def test_geometry_default_and_show(tmp_path, capsys):
+    assert main(["geometry", "default", "--out", str(tmp_path / "g.json")]) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    assert g["volume"]["shape"] == [128, 128, 128] and g["volume"]["spacing_mm"] == [0.8, 0.8, 0.8]
+    assert [v["primary_angle_deg"] for v in g["views"]] == [29.7, 2.0]
+    assert main(["geometry", "show", str(tmp_path / "g.json")]) == 0
+    assert "view 2: primary 2 deg, secondary 29 deg" in capsys.readouterr().out
+
+
+def test_phantom_coronary_on_a_small_grid(tmp_path, capsys):
+    geo = write_geometry(tmp_path / "geometry.json", {**SMALL_GEOMETRY, "volume": {
+        "shape": [64, 64, 64], "spacing_mm": [1.6, 1.6, 1.6], "origin_mm": [-50.4, -50.4, -50.4]}})
+    out = tmp_path / "ph"
+    assert main(["phantom", "coronary", "--side", "right", "--seed", "2", "--geometry", str(geo), "--out", str(out)]) == 0
+    from vesselfield.io import load_volume
+
+    occ, grid = load_volume(out / "volume.nii.gz")
+    sdf, grid2 = load_volume(out / "sdf.nii.gz")
+    assert grid.shape == (64, 64, 64) and grid.spacing_mm == pytest.approx((1.6, 1.6, 1.6)) and grid.is_close(grid2)
+    assert 0.0 <= occ.min() and occ.max() <= 1.0 and occ.sum() > 10
+    # Occupied voxels sit inside the exact SDF's zero level.
+    assert np.all(sdf[occ > 0.99] < 0.5 * 1.6 * np.sqrt(3))
+    assert json.loads((out / "geometry.json").read_text())["volume"]["shape"] == [64, 64, 64]
+    import trimesh
+
+    assert trimesh.load(out / "mesh.stl").is_watertight
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_missing_file(small, capsys):
+    tmp, geo, _, _ = small
+    expect_user_error(capsys, ["project", "--volume", tmp / "nope.nii.gz", "--geometry", geo, "--out", tmp / "o"],
+                      "nope.nii.gz", tmp / "o")
+
+
+def test_unreadable_file(small, capsys):
+    tmp, geo, _, _ = small
+    (tmp / "junk.nii.gz").write_bytes(b"this is not a nifti file")
+    expect_user_error(capsys, ["project", "--volume", tmp / "junk.nii.gz", "--geometry", geo, "--out", tmp / "o"],
+                      "junk.nii.gz", tmp / "o")
+
+
+def test_wrong_shape(small, capsys):
+    tmp, geo, _, _ = small
+    np.save(tmp / "flat.npy", np.zeros((32, 32), np.float32))
+    expect_user_error(capsys, ["project", "--volume", tmp / "flat.npy", "--geometry", geo, "--out", tmp / "o"],
+                      "3D", tmp / "o")
+    np.save(tmp / "small.npy", np.zeros((16, 16, 16), np.float32))
+    expect_user_error(capsys, ["project", "--volume", tmp / "small.npy", "--geometry", geo, "--out", tmp / "o"],
+                      "shape", tmp / "o")
+
+
+def test_nan_values(small, capsys):
+    tmp, geo, _, vol = small
+    bad = vol.copy()
+    bad[3, 3, 3] = np.nan
+    np.save(tmp / "nan.npy", bad)
+    expect_user_error(capsys, ["project", "--volume", tmp / "nan.npy", "--geometry", geo, "--out", tmp / "o"],
+                      "NaN", tmp / "o")
+
+
+def test_non_binary_ground_truth(small, capsys):
+    tmp, geo, _, vol = small
+    np.save(tmp / "soft.npy", vol * 0.7)
+    expect_user_error(capsys, ["evaluate", "--pred", tmp / "ball.npy", "--gt", tmp / "soft.npy", "--geometry", geo,
+                               "--json", tmp / "o" / "m.json"], "binary", tmp / "o")
+
+
+def test_prediction_and_truth_on_different_grids(small, capsys):
+    tmp, geo, grid, vol = small
+    from vesselfield.io import save_volume
+
+    save_volume(tmp / "a.nii.gz", vol, grid)
+    save_volume(tmp / "b.nii.gz", vol, VolumeGrid(grid.shape, (1.0, 1.0, 1.2), grid.origin_mm))
+    expect_user_error(capsys, ["evaluate", "--pred", tmp / "a.nii.gz", "--gt", tmp / "b.nii.gz",
+                               "--json", tmp / "o" / "m.json"], "different grids", tmp / "o")
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda g: g["views"][1].pop("source_to_detector_mm"), "source_to_detector_mm"),
+        (lambda g: g.pop("volume"), "volume"),
+        (lambda g: g["views"][0].update(source_to_isocenter_mm=1000.0), "source_to_isocenter_mm"),
+        (lambda g: g["volume"].update(spacing_mm=[1.0, 0.0, 1.0]), "spacing"),
+        (lambda g: g["views"][0].update(detector_shape=[0, 40]), "detector_shape"),
+    ],
+)
+def test_bad_geometry_files(small, capsys, mutate, pattern):
+    tmp, _, _, _ = small
+    g = json.loads(json.dumps(SMALL_GEOMETRY))
+    mutate(g)
+    geo = write_geometry(tmp / "bad.json", g)
+    expect_user_error(capsys, ["project", "--volume", tmp / "ball.npy", "--geometry", geo, "--out", tmp / "o"],
+                      pattern, tmp / "o")
+
+
+def test_invalid_json_geometry(small, capsys):
+    tmp, _, _, _ = small
+    (tmp / "bad.json").write_text("{not json")
+    expect_user_error(capsys, ["geometry", "show", tmp / "bad.json"], "json")
+
+
+def test_failed_run_leaves_no_partial_file(small, capsys, monkeypatch):
+    """A crash in the middle of writing leaves neither the target nor a temporary file."""
+    tmp, geo, _, _ = small
+    import vesselfield.io.images as images
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError):
+        images.save_image_npy(tmp / "o" / "view1.npy", np.zeros((2, 2)))
+    assert list((tmp / "o").iterdir()) == []
