@@ -364,6 +364,9 @@ def test_dicom_errors(tmp_path):
     no_spacing = _write_xa(tmp_path / "s.dcm", drop=("ImagerPixelSpacing",))
     with pytest.raises(VesselfieldError, match="ImagerPixelSpacing"):
         geometry_from_dicom([no_spacing])
+    empty = _write_xa(tmp_path / "e.dcm", DistanceSourceToDetector="")
+    with pytest.raises(VesselfieldError, match=r"e\.dcm: DICOM tag DistanceSourceToDetector \(0018,1110\) is missing"):
+        geometry_from_dicom([empty])
     text = tmp_path / "notes.dcm"
     text.write_text("not a DICOM file at all")
     with pytest.raises(VesselfieldError, match=r"notes\.dcm is not a readable DICOM file"):

@@ -267,6 +267,12 @@ def test_field_gradient_reaches_mlp_parameters():
     image.sum().backward()
     for name, p in mlp.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # checkpointed chunks give the same parameter gradients
+    first = [p.grad.clone() for p in mlp.parameters()]
+    mlp.zero_grad()
+    project_field(lambda p: mlp(p / 8.0), grid, view, chunk_rays=50).sum().backward()
+    for a, b in zip(first, mlp.parameters()):
+        torch.testing.assert_close(b.grad, a, rtol=1e-4, atol=1e-5)
 
 
 def test_field_gradient_matches_finite_differences_for_sphere_radius():
@@ -284,7 +290,8 @@ def test_field_gradient_matches_finite_differences_for_sphere_radius():
     radius = torch.tensor(6.0, dtype=torch.float64, requires_grad=True)
     integral(radius).backward()
     eps = 1e-5
-    fd = (integral(torch.tensor(6.0 + eps, dtype=torch.float64)) - integral(torch.tensor(6.0 - eps, dtype=torch.float64)))
+    plus, minus = (torch.tensor(6.0 + sign * eps, dtype=torch.float64) for sign in (1, -1))
+    fd = integral(plus) - integral(minus)
     assert radius.grad.item() > 0
     assert radius.grad.item() == pytest.approx(fd.item() / (2 * eps), rel=1e-6)
 
@@ -356,15 +363,19 @@ def test_cuda_matches_cpu():
     volume = torch.rand(grid.shape)
     results = {}
     for device in ("cpu", "cuda"):
-        v = volume.to(device).requires_grad_()
+        v = volume.to(device, copy=True).requires_grad_()
         image = project_volume(v, grid, view, chunk_rays=500)
         assert image.device.type == device
         (image**2).sum().backward()
         torch.manual_seed(1)
         mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(device)
-        field = project_field(lambda p: mlp(p / 10.0), grid, view, np.array([[3, 4], [24, 20], [40, 33]]))
+        pixels = np.array([[3, 4], [24, 20], [40, 33]])
+        field = project_field(mlp, grid, view, pixels)  # a Module: the device is its parameters'
         assert field.device.type == device
         field.sum().backward()
-        results[device] = (image.detach().cpu(), v.grad.cpu(), field.detach().cpu(), mlp[0].weight.grad.cpu())
+        # a plain function needs the device named
+        scaled = project_field(lambda p: mlp(p / 10.0), grid, view, pixels, device=device)
+        results[device] = (image.detach().cpu(), v.grad.cpu(), field.detach().cpu(), mlp[0].weight.grad.cpu(),
+                           scaled.detach().cpu())
     for cpu, cuda in zip(results["cpu"], results["cuda"]):
         torch.testing.assert_close(cuda, cpu, rtol=2e-4, atol=2e-4)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -336,11 +337,18 @@ def load_geometry(path) -> Geometry:
         raise VesselfieldError(f"{path}: {err}") from None
 
 
+def _one_line_list(match: re.Match) -> str:
+    return "[" + ", ".join(x.strip() for x in match.group(1).split(",")) + "]"
+
+
 def save_geometry(path, geometry: Geometry) -> None:
     """Write ``geometry`` as indented JSON, atomically (floats round-trip exactly)."""
     if not isinstance(geometry, Geometry):
         raise VesselfieldError(f"save_geometry needs a Geometry, got {type(geometry).__name__}")
-    write_text_atomic(path, json.dumps(geometry.to_dict(), indent=2) + "\n")
+    text = json.dumps(geometry.to_dict(), indent=2)
+    # Short lists of numbers on one line: [128, 128, 128] reads better than one number per line.
+    text = re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", _one_line_list, text)
+    write_text_atomic(path, text + "\n")
 
 
 def default_geometry() -> Geometry:

@@ -64,7 +64,9 @@ def view_from_dicom(path) -> ConeBeamView:
     values = {}
     for keyword, tag in _TAGS.items():
         value = ds.get(keyword)
-        if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
+        is_sequence = not isinstance(value, str) and hasattr(value, "__len__")
+        empty = value is None or value == "" or (is_sequence and not len(value))
+        if empty:
             raise VesselfieldError(f"{path}: DICOM tag {keyword} {tag} is missing or empty")
         values[keyword] = value
     spacing = values["ImagerPixelSpacing"]

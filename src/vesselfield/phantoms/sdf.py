@@ -145,9 +145,9 @@ class RoundCones:
         kw = dict(dtype=like.dtype, device=like.device)
         return RoundCones(*(getattr(self, f).to(**kw) for f in ("a", "u", "length", "ra", "rb", "s", "c")))
 
-    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The kernel's per-cone constants for cones ``index`` (any shape)."""
-        return tuple(getattr(self, f)[index] for f in ("a", "u", "length", "ra", "rb", "s", "c"))
+    def packed(self) -> torch.Tensor:
+        """(11, M) constants, rows a(3), u(3), L, ra, rb, s, c: what the kernel gathers per pair."""
+        return torch.cat([self.a.T, self.u.T, torch.stack([self.length, self.ra, self.rb, self.s, self.c])], 0).contiguous()
 
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) box holding every cone, mm."""
@@ -157,17 +157,23 @@ class RoundCones:
         return lo.detach().cpu().numpy().astype(float), hi.detach().cpu().numpy().astype(float)
 
 
-def _round_cone_kernel(p, a, u, length, ra, rb, s, c) -> torch.Tensor:
-    """Signed distance (module docstring's formula); all arguments broadcast, p/a/u end in 3."""
-    w = p - a
-    ww = (w * w).sum(-1)
-    x = (w * u).sum(-1)
+def _round_cone_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Signed distance by the module docstring's formula.
+
+    q: (3, *S) point coordinate planes; k: (11, *S') packed cone constants (RoundCones.packed),
+    S' broadcasting to S. Planes instead of (..., 3) rows: the dot products become fused
+    multiply-adds over contiguous memory (~25% faster than summing over a last axis of 3).
+    """
+    length, ra, rb, s, c = k[6], k[7], k[8], k[9], k[10]
+    wx, wy, wz = q[0] - k[0], q[1] - k[1], q[2] - k[2]
+    ww = (wx * wx).addcmul_(wy, wy).addcmul_(wz, wz)
+    x = (wx * k[3]).addcmul_(wy, k[4]).addcmul_(wz, k[5])
     y = _sqrt_safe(ww - x * x)
-    k = x * c - y * s
+    along = x * c - y * s
     d_a = _sqrt_safe(ww) - ra
     d_b = _sqrt_safe(ww - 2.0 * length * x + length * length) - rb
     d_side = x * s + y * c - ra
-    return torch.where(k < 0, d_a, torch.where(k > length * c, d_b, d_side))
+    return torch.where(along < 0, d_a, torch.where(along > length * c, d_b, d_side))
 
 
 # ------------------------------------------------------------------------------- public API
@@ -190,8 +196,8 @@ def round_cone_sdf(points_mm, a_mm, b_mm, ra_mm, rb_mm):
                                     np.reshape(rb_mm, 1) if not isinstance(rb_mm, torch.Tensor) else rb_mm)
     if len(cones) != 1:
         raise VesselfieldError("round_cone_sdf takes one cone; use tree_sdf for many")
-    a, u, length, ra, rb, s, c = cones.to(p).take(0)
-    return back(_round_cone_kernel(p, a, u, length, ra, rb, s, c))
+    k = cones.to(p).packed().reshape((11,) + (1,) * (p.ndim - 1))
+    return back(_round_cone_kernel(torch.movedim(p, -1, 0), k))
 
 
 def _part1by2(v: torch.Tensor) -> torch.Tensor:
@@ -221,14 +227,35 @@ def _group_boxes(pts: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tens
     return 0.5 * (lo + hi), 0.5 * torch.linalg.vector_norm(hi - lo, dim=-1)
 
 
+def _pair_min(planes, packed, group, cone, chunk, init, keep_values=True):
+    """Values of cone[i] at the r points of group[i], and their min per point.
+
+    planes: (3, G, r) point coordinates; packed: (11, M) cone constants; group, cone: (P,)
+    pair indices. Returns the list of value batches (each (P_batch, r); empty unless
+    ``keep_values``) and the (G, r) minimum over the pairs (``init`` where a group has none).
+    """
+    n_groups, r = planes.shape[1], planes.shape[2]
+    best = torch.full((n_groups, r), init, dtype=planes.dtype, device=planes.device)
+    vals = []
+    step = max(1, chunk // r)
+    for i in range(0, group.numel(), step):
+        gi, ci = group[i:i + step], cone[i:i + step]
+        v = _round_cone_kernel(planes[:, gi], packed[:, ci, None])
+        best = best.scatter_reduce(0, gi[:, None].expand(-1, r), v, reduce="amin")
+        if keep_values:
+            vals.append(v)
+    return vals, best
+
+
 def _min_over_cones(cones: RoundCones, p: torch.Tensor, chunk: int, max_distance: float | None) -> torch.Tensor:
     """min_i d_i(p) for (N, 3) points p (optionally clamped above at max_distance), (N,).
 
     Culling is exact, not approximate: each d_i is 1-Lipschitz, so over a group of points with
     box centre m and half-diagonal h, d_i >= d_i(m) - h and min_j d_j <= min_j d_j(m) + h; cone
-    i can be the minimum somewhere in the group only if d_i(m) <= min_j d_j(m) + 2h. Groups are
-    refined 4096 -> 512 -> 64 -> 8 points (Morton order), filtering the cone list at each level,
-    and only the survivors are evaluated point by point.
+    i can be the minimum somewhere in the group only if d_i(m) <= min_j d_j(m) + 2h. Points are
+    sorted along a Z-order curve and grouped 4096 -> 512 -> 64 -> 8 (each group splits into 8
+    children); the (group, cone) pairs are filtered level by level, the cone constants of a
+    parent pair serving its 8 children, and only the survivors are evaluated point by point.
     """
     n = p.shape[0]
     m = len(cones)
@@ -242,55 +269,37 @@ def _min_over_cones(cones: RoundCones, p: torch.Tensor, chunk: int, max_distance
     scale = float(pts_d.abs().max()) + float(cones.ra.abs().max()) + 1.0
     tol = 64.0 * torch.finfo(p.dtype).eps * scale
     big = torch.finfo(p.dtype).max
-
-    def filter_pairs(group, cone, size):
-        """Keep (group, cone) pairs that can hold a group's minimum at level ``size``."""
-        centre, half = _group_boxes(pts_d, size)
-        n_groups = centre.shape[0]
-        keep = []
-        best = torch.full((n_groups,), big, dtype=p.dtype, device=p.device)
-        vals = []
-        step = max(1, chunk)
-        for i in range(0, group.numel(), step):
-            gi, ci = group[i:i + step], cone[i:i + step]
-            v = _round_cone_kernel(centre[gi], *cones.take(ci))
-            best.scatter_reduce_(0, gi, v, reduce="amin")
-            vals.append(v)
-        v = torch.cat(vals) if vals else best.new_zeros(0)
-        h = half[group]
-        ok = v <= best[group] + 2.0 * h + tol
-        if max_distance is not None:
-            ok &= v - h <= max_distance
-        return group[ok], cone[ok]
+    packed = cones.packed()
+    device = p.device
 
     with torch.no_grad():
-        n_top = n_pad // top
-        group = torch.arange(n_top, device=p.device).repeat_interleave(m)
-        cone = torch.arange(m, device=p.device).repeat(n_top)
-        group, cone = filter_pairs(group, cone, top)
-        for parent_size, size in zip(levels[:-1], levels[1:]):
-            r = parent_size // size
-            group = (group[:, None] * r + torch.arange(r, device=p.device)).reshape(-1)
-            cone = cone.repeat_interleave(r)
-            group, cone = filter_pairs(group, cone, size)
+        # Level 0 is one virtual parent holding all top groups, paired with every cone.
+        group = torch.zeros(m, dtype=torch.long, device=device)
+        cone = torch.arange(m, device=device)
+        parent = n_pad
+        for size in levels:
+            r = parent // size
+            centre, half = _group_boxes(pts_d, size)
+            planes = centre.T.reshape(3, -1, r)
+            vals, best = _pair_min(planes, packed, group, cone, chunk, big)
+            v = torch.cat(vals) if vals else best.new_zeros((0, r))
+            h = half.view(-1, r)[group]
+            ok = v <= best[group] + 2.0 * h + tol
+            if max_distance is not None:
+                ok &= v - h <= max_distance
+            pair, child = ok.nonzero(as_tuple=True)
+            group, cone = group[pair] * r + child, cone[pair]
+            parent = size
 
-    size = levels[-1]
-    init = big if max_distance is None else max_distance
-    out = torch.full((n_pad // size, size), init, dtype=p.dtype, device=p.device)
-    pts_g = pts.view(-1, size, 3)
-    step = max(1, chunk // size)
-    for i in range(0, group.numel(), step):
-        gi, ci = group[i:i + step], cone[i:i + step]
-        a, u, length, ra, rb, s, c = cones.take(ci)
-        v = _round_cone_kernel(pts_g[gi], a[:, None], u[:, None], length[:, None], ra[:, None],
-                               rb[:, None], s[:, None], c[:, None])
-        out = out.scatter_reduce(0, gi[:, None].expand(-1, size), v, reduce="amin")
+    planes = pts.view(-1, levels[-1], 3).permute(2, 0, 1)
+    _, out = _pair_min(planes, packed, group, cone, chunk, big if max_distance is None else max_distance,
+                       keep_values=False)
     out = out.reshape(-1)
     if max_distance is not None:
         out = torch.clamp(out, max=max_distance)
     # Undo the Morton sort (padding rows were copies of a real point and are dropped).
     inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(n, device=p.device)
+    inverse[order] = torch.arange(n, device=device)
     return out[:n][inverse]
 
 
