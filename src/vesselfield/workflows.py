@@ -142,10 +142,8 @@ def write_phantom(
         phantom = phantoms.AAAPhantom(seed=seed)
         grid = phantom.default_grid(spacing_mm=spacing or 1.0)
         volumes["volume"] = (phantom.label_volume(grid), grid)
-        points = grid.voxel_centers_mm(np.float32).reshape(-1, 3)
-        sdfs = np.asarray(phantom.sdfs(points), dtype=np.float32)
-        for i, name in enumerate(phantom.surface_names):
-            sdf = sdfs[:, i].reshape(grid.shape)
+        for name in phantom.surface_names:
+            sdf = phantom.sdf_volume(grid, surface=name)
             volumes[f"sdf_{name}"] = (sdf, grid)
             meshes[f"mesh_{name}"] = mesh_from_volume(sdf, grid, 0.0, inside="below")
     else:

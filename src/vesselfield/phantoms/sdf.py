@@ -166,12 +166,16 @@ def _round_cone_kernel(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """
     length, ra, rb, s, c = k[6], k[7], k[8], k[9], k[10]
     wx, wy, wz = q[0] - k[0], q[1] - k[1], q[2] - k[2]
-    ww = (wx * wx).addcmul_(wy, wy).addcmul_(wz, wz)
     x = (wx * k[3]).addcmul_(wy, k[4]).addcmul_(wz, k[5])
-    y = _sqrt_safe(ww - x * x)
+    # y from the perpendicular component, not sqrt(|w|^2 - x^2): that difference cancels
+    # near the axis and would cost ~1e-3 mm in float32.
+    px, py, pz = torch.addcmul(wx, x, k[3], value=-1), torch.addcmul(wy, x, k[4], value=-1), torch.addcmul(wz, x, k[5], value=-1)
+    y2 = (px * px).addcmul_(py, py).addcmul_(pz, pz)
+    y = _sqrt_safe(y2)
     along = x * c - y * s
-    d_a = _sqrt_safe(ww) - ra
-    d_b = _sqrt_safe(ww - 2.0 * length * x + length * length) - rb
+    d_a = _sqrt_safe(x * x + y2) - ra
+    xb = x - length
+    d_b = _sqrt_safe(xb * xb + y2) - rb
     d_side = x * s + y * c - ra
     return torch.where(along < 0, d_a, torch.where(along > length * c, d_b, d_side))
 
