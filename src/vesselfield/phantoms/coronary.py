@@ -35,7 +35,7 @@ DEFAULT_SPACING_MM = 0.8
 _MARGIN_MM = 3.0
 
 # Model heart (mm): surface radius at the base and base-to-apex length, scaled to fit the
-# default volume (an adult heart is ~1.4x larger).
+# default volume (an adult heart is ~1.5x larger).
 _R0_MM = 36.0
 _H_MM = 80.0
 _OFFSET_MM = 1.5  # vessel centre above the epicardium (epicardial fat)
@@ -114,7 +114,7 @@ class _Builder:
         wig = np.zeros((len(u), 2))
         for j in range(2):
             for _ in range(3):
-                amp = self.rng.uniform(0.3, 1.0) * wiggle_mm / 1.7
+                amp = self.rng.uniform(0.2, 0.6) * wiggle_mm  # three of them: peak <= 1.8 wiggle_mm
                 wavelength = self.rng.uniform(12.0, 35.0)
                 phase = self.rng.uniform(0.0, 2 * np.pi)
                 wig[:, j] += amp * np.sin(2 * np.pi * arc / wavelength + phase)
