@@ -14,6 +14,7 @@ from vesselfield.render.projector import (
     projection_mask,
     ray_box_intersection,
 )
+from vesselfield.render.system_matrix import RayVoxelMatrix, all_pixels, ray_voxel_matrix, visual_hull
 
 __all__ = [
     "DEFAULT_CHUNK_RAYS",
@@ -25,4 +26,8 @@ __all__ = [
     "project_volume",
     "projection_mask",
     "ray_box_intersection",
+    "RayVoxelMatrix",
+    "all_pixels",
+    "ray_voxel_matrix",
+    "visual_hull",
 ]
