@@ -169,10 +169,10 @@ def ray_voxel_matrix(
     else:
         rows = cols = torch.zeros(0, dtype=torch.int64)
         vals = torch.zeros(0, dtype=torch.float64)
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (len(pixels), n_cols),
-                                  check_invariants=False).coalesce().to(torch.float32)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only the matrix product
+    with warnings.catch_warnings():  # torch's "beta"/"invariant checks" notices: we build valid indices
         warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (len(pixels), n_cols),
+                                      check_invariants=False).coalesce().to(torch.float32)
         matrix = coo.to_sparse_csr()
         matrix_t = coo.t().coalesce().to_sparse_csr()
     return RayVoxelMatrix(matrix, matrix_t, torch.from_numpy(voxel_index), pixels, grid, view)
