@@ -313,19 +313,22 @@ def test_geometry_from_dicom_command(tmp_path, capsys):
 
 
 def test_demo_end_to_end(tmp_path):
-    """The README's main job, as a user runs it: outputs exist and the metrics are sensible."""
-    rc, out, err = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu")
+    """The README's main job, as a user runs it (shortened): outputs exist and the metrics are sensible."""
+    rc, out, err = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "--iterations", "300", "--quiet")
     assert rc == 0, err
     d = tmp_path / "demo"
     for name in ("phantom_occupancy.nii.gz", "phantom_sdf.nii.gz", "phantom_mesh.stl", "geometry.json",
-                 "view1.npy", "view2.npy", "view1.png", "view2.png", "perturbed_occupancy.nii.gz",
-                 "metrics.json", "overview.png"):
+                 "view1.npy", "view2.npy", "view1.png", "view2.png", "metrics.json"):
         assert (d / name).is_file(), name
+    for name in ("occupancy.nii.gz", "sdf.nii.gz", "mesh.stl", "config.yaml", "log.csv", "metrics.json",
+                 "report.html", "figure_views.png", "figure_error_overlay.png"):
+        assert (d / "reconstruction" / name).is_file(), name
     assert str(d.resolve()) in out
     metrics = json.loads((d / "metrics.json").read_text())
-    # A blurred, shifted, partly deleted copy of the truth: clearly imperfect, clearly related.
-    assert 0.3 < metrics["dice"] < 0.95 and 0.3 < metrics["cldice"] < 0.95
+    # 300 of the preset's iterations: measured Dice ~0.7 on this phantom; the visual hull alone ~0.15.
+    assert 0.5 < metrics["dice"] <= 1.0 and 0.4 < metrics["cldice"] <= 1.0
     assert 0.0 < metrics["chamfer_mm"] < 5.0
+    assert len((d / "reconstruction" / "log.csv").read_text().splitlines()) == 301
     v1 = np.load(d / "view1.npy")
     assert v1.shape == (512, 512) and v1.dtype == np.float32
     # Conservation: the detector integral of the line integrals equals the vessel volume times the

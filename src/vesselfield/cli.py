@@ -24,8 +24,18 @@ app = typer.Typer(
 )
 phantom_app = typer.Typer(help="Synthetic vessels with exact ground truth.", no_args_is_help=True)
 geometry_app = typer.Typer(help="C-arm cone-beam geometry files.", no_args_is_help=True)
+reconstruct_app = typer.Typer(help="Reconstruct vessels (two-view X-ray: SDF-CAR, NeCA).", no_args_is_help=True)
+benchmark_app = typer.Typer(help="Batch benchmarks that reproduce the papers' tables.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare public datasets (ImageCAS, ...).", no_args_is_help=True)
 app.add_typer(phantom_app, name="phantom")
 app.add_typer(geometry_app, name="geometry")
+app.add_typer(reconstruct_app, name="reconstruct")
+app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(data_app, name="data")
+
+# Options that take several values after one flag (``--masks A.png B.png``); click options take
+# one value per flag, so main() rewrites ``--masks A B`` into ``--masks A --masks B``.
+MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods")
 
 # Options shared by every command that reads a .npy volume.
 GeometryOpt = typer.Option(None, "--geometry", help="Geometry JSON; its volume grid places .npy volumes.")
@@ -194,22 +204,141 @@ def geometry_show(path: Path = typer.Argument(..., help="Geometry JSON.")):
 def demo(
     out: Path = typer.Option(Path("vesselfield-demo"), "--out", help="Output folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the phantom."),
+    method: str = typer.Option("sdf-car", "--method", help="sdf-car, neca, occ-combined or sdf-occ."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu or gpu."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations (default: the preset's)."),
+    masks_only: bool = typer.Option(False, "--masks-only", help="Reconstruct from the binary masks only."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
-    """The main job on a built-in coronary phantom: views, metrics, mesh and figure."""
+    """The main job on a built-in coronary phantom: two views, a reconstruction, metrics, mesh, report."""
     from vesselfield.metrics import format_metrics_table
     from vesselfield.workflows import run_demo
 
-    metrics = run_demo(out, seed=seed, device=device)
-    typer.echo(format_metrics_table(metrics))
-    typer.echo(f"demo outputs are in {out.resolve()}")
+    metrics = run_demo(out, seed=seed, device=device, method=method, preset=preset, iterations=iterations,
+                       masks_only=masks_only, progress=not quiet)
+    typer.echo(format_metrics_table({k: v for k, v in metrics.items() if k not in ("seconds", "iterations")}))
+    typer.echo(f"demo outputs are in {out.resolve()} (open reconstruction/report.html)")
+
+
+# -------------------------------------------------------------------------------- reconstruct
+@reconstruct_app.command("xray")
+def reconstruct_xray_cmd(
+    geometry: Path = typer.Option(..., "--geometry", help="Geometry JSON (views in order, volume grid)."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    projections: Optional[List[Path]] = typer.Option(None, "--projections", help="One .npy per view: float32 line integrals in mm, [H, W]."),
+    masks: Optional[List[Path]] = typer.Option(None, "--masks", help="One binary mask per view: PNG (non-zero = vessel) or NPY."),
+    method: str = typer.Option("sdf-car", "--method", help="sdf-car, neca, occ-combined or sdf-occ."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu (explicit grid, minutes on a laptop) or gpu (hash grid + MLP, the paper's)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations (default: the preset's)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop after S seconds (checkpointed; --resume continues)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth volume on the geometry's grid: writes metrics.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Two-view coronary reconstruction: occupancy, SDF, mesh, config, log, figures, report [, metrics]."""
+    from vesselfield.methods.xray_files import reconstruct_xray_files
+    from vesselfield.metrics import format_metrics_table
+
+    run = reconstruct_xray_files(geometry, out, projections=projections or None, masks=masks or None,
+                                 method=method, preset=preset, iterations=iterations, time_limit_s=time_limit,
+                                 device=device, gt_path=gt, resume=resume, progress=not quiet)
+    result = run["result"]
+    if result.stopped == "time_limit":
+        typer.echo(f"stopped by --time-limit after {result.iterations} iterations; rerun with --resume to continue")
+    if run["metrics"]:
+        typer.echo(format_metrics_table({k: v for k, v in run["metrics"].items() if k not in ("seconds", "iterations")}))
+    _done(run["paths"].values())
+
+
+# ---------------------------------------------------------------------------------- benchmark
+@benchmark_app.command("xray")
+def benchmark_xray_cmd(
+    cases: str = typer.Option(..., "--cases", help="Folder of ground-truth volumes, one volume file, 'xcat', or a phantom spec such as phantom:left:0-4,right:0-4."),
+    out: Path = typer.Option(..., "--out", help="Output folder (results.csv, summary.md, one folder per case and method)."),
+    methods: Optional[List[str]] = typer.Option(None, "--methods", help="Methods to run (default: all four)."),
+    preset: str = typer.Option("cpu", "--preset", help="cpu or gpu."),
+    masks_only: bool = typer.Option(False, "--masks-only", help="Reconstruct from binary masks instead of line integrals."),
+    workers: int = typer.Option(1, "--workers", help="Cases run in parallel in this many processes (GPUs shared round-robin)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run the cases as tasks on this Ray cluster (pip install ray)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iterations per reconstruction (default: the preset's)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds per reconstruction."),
+    geometry: Optional[Path] = typer.Option(None, "--geometry", help="Geometry JSON (default: the papers' two views)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every reconstruction."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+):
+    """Simulate the views of every case, reconstruct with each method, evaluate, tabulate."""
+    from vesselfield.bench.xray import run_xray_benchmark
+    from vesselfield.methods.xray import METHODS
+
+    rows = run_xray_benchmark(cases, list(methods or METHODS), out, preset=preset, masks_only=masks_only,
+                              workers=workers, ray_address=ray_address, iterations=iterations,
+                              time_limit_s=time_limit, device=device, geometry=geometry, seed=seed,
+                              progress=not quiet, command=" ".join(["vesselfield", *sys.argv[1:]]))
+    failed = [r for r in rows if r.get("status") != "ok"]
+    typer.echo((out / "summary.md").read_text())
+    for r in failed:
+        typer.echo(f"failed: {r.get('case')} / {r.get('method')}: {r.get('error')}", err=True)
+    typer.echo(f"wrote {out / 'results.csv'}\nwrote {out / 'summary.md'}")
+    if failed and len(failed) == len(rows):
+        raise VesselfieldError("every case failed")
+
+
+# --------------------------------------------------------------------------------------- data
+@data_app.command("imagecas")
+def data_imagecas_cmd(
+    src: Path = typer.Argument(..., help="ImageCAS folder (N.label.nii.gz files, flat or in 1-200/ ... sub-folders)."),
+    dst: Path = typer.Argument(..., help="Output folder: <case>_left.nii.gz, <case>_right.nii.gz, cases.csv."),
+    shape: Tuple[int, int, int] = typer.Option((128, 128, 128), "--shape", help="Output volume shape X Y Z (voxels)."),
+    voxel_mm: float = typer.Option(0.8, "--voxel-mm", help="Output isotropic voxel size in mm."),
+    center: str = typer.Option("tree", "--center", help="Centre each grid on its tree (tree), on both trees (label) or on the file's field of view (volume)."),
+    min_component_voxels: int = typer.Option(100, "--min-component-voxels", help="Components smaller than this are dropped as specks."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases whose outputs exist."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """ImageCAS labels -> 128^3 0.8 mm left and right coronary trees (the NeCA / SDF-CAR protocol)."""
+    from vesselfield.datasets.imagecas import prepare_imagecas, summarize_cases
+
+    rows = prepare_imagecas(src, dst, shape=tuple(shape), spacing_mm=voxel_mm, center=center,
+                            min_component_voxels=min_component_voxels, overwrite=overwrite, progress=not quiet)
+    typer.echo(summarize_cases(rows))
+    typer.echo(f"wrote {dst / 'cases.csv'}")
 
 
 # --------------------------------------------------------------------------------------- main
+def expand_multi_value_options(args: List[str]) -> List[str]:
+    """``--masks A B --out D`` -> ``--masks A --masks B --out D`` for :data:`MULTI_VALUE_OPTIONS`."""
+    out: List[str] = []
+    current = None
+    for word in args:
+        if word == "--":
+            current = None
+            out.append(word)
+        elif word.startswith("-") and len(word) > 1 and not _is_number(word):
+            current = word if word in MULTI_VALUE_OPTIONS else None
+            out.append(word)
+        elif current is not None and out and out[-1] != current:
+            out += [current, word]
+        else:
+            out.append(word)
+    return out
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit status when called from Python."""
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="vesselfield", standalone_mode=False)
+        app(args=args, prog_name="vesselfield", standalone_mode=False)
     except VesselfieldError as exc:
         typer.echo(f"error: {exc}", err=True)
         return _exit(2, argv)

@@ -14,6 +14,12 @@ from vesselfield.render.projector import (
     projection_mask,
     ray_box_intersection,
 )
+from vesselfield.render.soft_distance import (
+    DEFAULT_K_PER_MM,
+    signed_distance_2d,
+    soft_signed_distance_2d,
+    soft_silhouette,
+)
 from vesselfield.render.system_matrix import RayVoxelMatrix, all_pixels, ray_voxel_matrix, visual_hull
 
 __all__ = [
@@ -30,4 +36,8 @@ __all__ = [
     "all_pixels",
     "ray_voxel_matrix",
     "visual_hull",
+    "DEFAULT_K_PER_MM",
+    "signed_distance_2d",
+    "soft_signed_distance_2d",
+    "soft_silhouette",
 ]
