@@ -81,7 +81,7 @@ def main():
         curves.append(rows)
     if len(curves) > 1 and len({len(c) for c in curves}) == 1:
         print(f"### mean over {len(curves)} cases\n")
-        print("| iteration | total s | Dice | clDice |\n|---:|---:|---:|---:|")
+        print("| iteration | optimisation s | Dice | clDice |\n|---:|---:|---:|---:|")
         arr = np.array([[r[1:] for r in c] for c in curves])
         mean = arr.mean(axis=0)
         for (i, *_), (s, d, c) in zip(curves[0], mean):

@@ -314,7 +314,7 @@ def test_geometry_from_dicom_command(tmp_path, capsys):
 
 def test_demo_end_to_end(tmp_path):
     """The README's main job, as a user runs it (shortened): outputs exist and the metrics are sensible."""
-    rc, out, err = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "--iterations", "300", "--quiet")
+    rc, out, err = run_cli("demo", "--out", tmp_path / "demo", "--device", "cpu", "--iterations", "1000", "--quiet")
     assert rc == 0, err
     d = tmp_path / "demo"
     for name in ("phantom_occupancy.nii.gz", "phantom_sdf.nii.gz", "phantom_mesh.stl", "geometry.json",
@@ -325,10 +325,11 @@ def test_demo_end_to_end(tmp_path):
         assert (d / "reconstruction" / name).is_file(), name
     assert str(d.resolve()) in out
     metrics = json.loads((d / "metrics.json").read_text())
-    # 300 of the preset's iterations: measured Dice ~0.7 on this phantom; the visual hull alone ~0.15.
-    assert 0.5 < metrics["dice"] <= 1.0 and 0.4 < metrics["cldice"] <= 1.0
+    # 1000 of the preset's 3000 iterations: measured Dice 0.80, clDice 0.72 on this phantom (2 CPU
+    # cores, torch 2.13); 300 iterations gave only 0.55 / 0.38 and the visual hull alone ~0.15.
+    assert 0.7 < metrics["dice"] <= 1.0 and 0.6 < metrics["cldice"] <= 1.0
     assert 0.0 < metrics["chamfer_mm"] < 5.0
-    assert len((d / "reconstruction" / "log.csv").read_text().splitlines()) == 301
+    assert len((d / "reconstruction" / "log.csv").read_text().splitlines()) == 1001
     v1 = np.load(d / "view1.npy")
     assert v1.shape == (512, 512) and v1.dtype == np.float32
     # Conservation: the detector integral of the line integrals equals the vessel volume times the

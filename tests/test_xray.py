@@ -311,3 +311,55 @@ def test_cli_views_that_miss_the_volume(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "\n" not in err
     assert not out.exists()
+
+
+def test_cli_benchmark_xray_on_a_folder(case, tmp_path, capsys):
+    """`vesselfield benchmark xray` end to end (real reconstructions, tiny case): CSV + summary."""
+    vol, images, masks = case
+    geo = write_inputs(tmp_path, case)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    from vesselfield.io import save_volume
+
+    save_volume(cases / "0001_left.nii.gz", vol, GRID)
+    out = tmp_path / "bench"
+    code = main(["benchmark", "xray", "--cases", str(cases), "--methods", "sdf-car", "neca", "--out", str(out),
+                 "--geometry", str(geo), "--iterations", "40", "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    import csv
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["method"], r["status"]) for r in rows] == [("sdf-car", "ok"), ("neca", "ok")]
+    # The benchmark's numbers are those of a direct reconstruction with the same config.
+    direct = reconstruct_xray(GEOMETRY, images, config=xray_config("sdf-car", iterations=40, seed=0), progress=False)
+    assert float(rows[0]["dice"]) == pytest.approx(dice(direct.occupancy >= 0.5, vol >= 0.5), abs=1e-6)
+    summary = (out / "summary.md").read_text()
+    assert "sdf-car" in summary and "neca" in summary and "clDice" in summary
+
+
+def test_cli_data_imagecas(tmp_path, capsys):
+    """`vesselfield data imagecas` on a tiny two-tree label file (RAS affine) in the published layout."""
+    import nibabel as nib
+
+    src = tmp_path / "ImageCAS" / "1-200"
+    src.mkdir(parents=True)
+    label = np.zeros((40, 40, 30), np.uint8)
+    label[5:10, 18:22, 5:25] = 1   # RAS x -7.5..-5.5 mm: LPS x = +6.5 mm, the patient's left
+    label[30:35, 18:22, 5:25] = 1  # RAS x 5..7 mm: LPS x = -6.0 mm, the patient's right
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    affine[:3, 3] = [-10.0, -10.0, -7.5]
+    nib.save(nib.Nifti1Image(label, affine), src / "1.label.nii.gz")
+    dst = tmp_path / "out"
+    code = main(["data", "imagecas", str(tmp_path / "ImageCAS"), str(dst), "--shape", "24", "24", "24",
+                 "--voxel-mm", "0.8", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    left, lgrid = load_volume(dst / "1_left.nii.gz")
+    right, rgrid = load_volume(dst / "1_right.nii.gz")
+    assert left.shape == (24, 24, 24) and np.allclose(lgrid.spacing_mm, 0.8)
+    # Centroids in LPS mm: x = -RAS x.
+    lc = (left[..., None] * lgrid.voxel_centers_mm(np.float64)).reshape(-1, 3).sum(0) / left.sum()
+    rc = (right[..., None] * rgrid.voxel_centers_mm(np.float64)).reshape(-1, 3).sum(0) / right.sum()
+    assert lc[0] == pytest.approx(6.5, abs=0.3) and rc[0] == pytest.approx(-6.0, abs=0.3)
+    # Volume preserved: each block is 5 x 4 x 20 voxels of 0.125 mm^3.
+    assert left.sum() * 0.8 ** 3 == pytest.approx(5 * 4 * 20 * 0.125, rel=1e-3)
+    assert "cases.csv" in capsys.readouterr().out

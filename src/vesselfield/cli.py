@@ -35,7 +35,7 @@ app.add_typer(data_app, name="data")
 
 # Options that take several values after one flag (``--masks A.png B.png``); click options take
 # one value per flag, so main() rewrites ``--masks A B`` into ``--masks A --masks B``.
-MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods")
+MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods", "--cases")
 
 # Options shared by every command that reads a .npy volume.
 GeometryOpt = typer.Option(None, "--geometry", help="Geometry JSON; its volume grid places .npy volumes.")
@@ -255,7 +255,7 @@ def reconstruct_xray_cmd(
 # ---------------------------------------------------------------------------------- benchmark
 @benchmark_app.command("xray")
 def benchmark_xray_cmd(
-    cases: str = typer.Option(..., "--cases", help="Folder of ground-truth volumes, one volume file, 'xcat', or a phantom spec such as phantom:left:0-4,right:0-4."),
+    cases: List[str] = typer.Option(..., "--cases", help="Folder of ground-truth volumes, one volume file, 'xcat', or a phantom spec such as phantom:left:0-4,right:0-4 (several allowed)."),
     out: Path = typer.Option(..., "--out", help="Output folder (results.csv, summary.md, one folder per case and method)."),
     methods: Optional[List[str]] = typer.Option(None, "--methods", help="Methods to run (default: all four)."),
     preset: str = typer.Option("cpu", "--preset", help="cpu or gpu."),
@@ -273,7 +273,7 @@ def benchmark_xray_cmd(
     from vesselfield.bench.xray import run_xray_benchmark
     from vesselfield.methods.xray import METHODS
 
-    rows = run_xray_benchmark(cases, list(methods or METHODS), out, preset=preset, masks_only=masks_only,
+    rows = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out, preset=preset, masks_only=masks_only,
                               workers=workers, ray_address=ray_address, iterations=iterations,
                               time_limit_s=time_limit, device=device, geometry=geometry, seed=seed,
                               progress=not quiet, command=" ".join(["vesselfield", *sys.argv[1:]]))
