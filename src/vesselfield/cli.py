@@ -32,10 +32,13 @@ app.add_typer(geometry_app, name="geometry")
 app.add_typer(reconstruct_app, name="reconstruct")
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(data_app, name="data")
+fit_app = typer.Typer(help="Fit implicit neural vessel models (Alblas et al. 2022) to surface points or meshes.",
+                      no_args_is_help=True)
+app.add_typer(fit_app, name="fit")
 
 # Options that take several values after one flag (``--masks A.png B.png``); click options take
 # one value per flag, so main() rewrites ``--masks A B`` into ``--masks A --masks B``.
-MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods", "--cases")
+MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods", "--cases", "--surfaces", "--models", "--names", "--shapes", "--counts")
 
 # Options shared by every command that reads a .npy volume.
 GeometryOpt = typer.Option(None, "--geometry", help="Geometry JSON; its volume grid places .npy volumes.")
@@ -305,6 +308,184 @@ def data_imagecas_cmd(
                             min_component_voxels=min_component_voxels, overwrite=overwrite, progress=not quiet)
     typer.echo(summarize_cases(rows))
     typer.echo(f"wrote {dst / 'cases.csv'}")
+
+
+# ---------------------------------------------------------------------------------------- fit
+# Options shared by the fit commands.
+FitOutOpt = typer.Option(..., "--out", help="Output folder: model.pt, sdf.nii.gz, mesh.stl, config.yaml, log.csv, summary.json, report.html.")
+FrameOpt = typer.Option("LPS", "--frame", help="Frame of the input coordinates: LPS or RAS (vmtk/Slicer surfaces are often RAS).")
+ScaleOpt = typer.Option(1.0, "--scale-to-mm", help="Millimetres per file unit (10 for cm, e.g. SimVascular models).")
+PresetOpt = typer.Option("fast", "--preset", help="fast (hash grid + small MLP) or paper (6 x 256 ReLU MLP, 25,000 iterations).")
+FitIterationsOpt = typer.Option(None, "--iterations", help="Optimisation steps (default: the preset's).")
+FitSpacingOpt = typer.Option(None, "--spacing", help="Voxel size in mm of the SDF volume and mesh (default: the shape's largest extent / 128).")
+FitTimeLimitOpt = typer.Option(None, "--time-limit", help="Stop after S seconds (checkpointed; --resume continues).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+FitResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted fit in --out (same settings and inputs).")
+QuietOpt = typer.Option(False, "--quiet", help="No progress bar.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the surface sampling.")
+MeshNormalsOpt = typer.Option(True, "--normals/--no-normals", help="Use the surfaces' outward normals in the fit (IGR normal term).")
+
+
+def _echo_fit(run) -> None:
+    summary = run["summary"]
+    fits = summary.get("fits") or {"": summary}
+    for name, fit in fits.items():
+        label = f"{name}: " if name else ""
+        typer.echo(f"{label}{fit['iterations']} iterations in {fit['fit_seconds']:.1f} s on {fit['device']} "
+                   f"(final loss {fit['final_losses'].get('loss', float('nan')):.4g})")
+        if fit["stopped"] == "time_limit":
+            typer.echo(f"{label}stopped by --time-limit after {fit['iterations']} iterations; rerun with --resume to continue")
+    meshes = {n: s["mesh"] for n, s in summary["surfaces"].items()} if isinstance(summary["surfaces"], dict) \
+        else {"mesh": summary["mesh"]}
+    for name, m in meshes.items():
+        if m is not None:
+            typer.echo(f"{name}: {m['vertices']} vertices, {m['faces']} faces, watertight={m['watertight']}, "
+                       f"components={m['components']}")
+    if "nesting_violation_fraction" in summary:
+        typer.echo(f"nesting ({summary['mode']}): broken at {100 * summary['nesting_violation_fraction']:.3g} % "
+                   "of uniform samples (nesting.json)")
+    for w in summary["warnings"]:
+        typer.echo(f"warning: {w}")
+    _done(run["paths"].values())
+
+
+@fit_app.command("points")
+def fit_points_cmd(
+    points: Path = typer.Option(..., "--points", help="Surface points: .npy, .ply, .xyz, .txt or .csv (x y z [nx ny nz])."),
+    out: Path = FitOutOpt,
+    normals: bool = typer.Option(False, "--normals", help="Use the outward normals stored in the file (6 columns)."),
+    frame: str = FrameOpt,
+    scale_to_mm: float = ScaleOpt,
+    preset: str = PresetOpt,
+    iterations: Optional[int] = FitIterationsOpt,
+    spacing: Optional[float] = FitSpacingOpt,
+    time_limit: Optional[float] = FitTimeLimitOpt,
+    device: str = DeviceOpt,
+    resume: bool = FitResumeOpt,
+    quiet: bool = QuietOpt,
+):
+    """Implicit SDF of a point cloud (IGR loss): model, SDF volume, mesh, config, log, summary, report."""
+    from vesselfield.methods.inr_files import fit_points_files
+
+    _echo_fit(fit_points_files(points, out, use_normals=normals, frame=frame, scale_to_mm=scale_to_mm, preset=preset,
+                               iterations=iterations, spacing_mm=spacing, time_limit_s=time_limit, device=device,
+                               resume=resume, progress=not quiet))
+
+
+@fit_app.command("mesh")
+def fit_mesh_cmd(
+    mesh: Path = typer.Option(..., "--mesh", help="Triangle surface: .stl, .ply, .obj or .vtp."),
+    n_points: int = typer.Option(..., "--n-points", help="Surface points to sample (uniform by area)."),
+    out: Path = FitOutOpt,
+    seed: int = SeedOpt,
+    normals: bool = MeshNormalsOpt,
+    frame: str = FrameOpt,
+    scale_to_mm: float = ScaleOpt,
+    preset: str = PresetOpt,
+    iterations: Optional[int] = FitIterationsOpt,
+    spacing: Optional[float] = FitSpacingOpt,
+    time_limit: Optional[float] = FitTimeLimitOpt,
+    device: str = DeviceOpt,
+    resume: bool = FitResumeOpt,
+    quiet: bool = QuietOpt,
+):
+    """Implicit SDF of N points sampled on a surface mesh (also written to points.ply)."""
+    from vesselfield.methods.inr_files import fit_mesh_files
+
+    _echo_fit(fit_mesh_files(mesh, out, n_points=n_points, seed=seed, use_normals=normals, frame=frame,
+                             scale_to_mm=scale_to_mm, preset=preset, iterations=iterations, spacing_mm=spacing,
+                             time_limit_s=time_limit, device=device, resume=resume, progress=not quiet))
+
+
+@fit_app.command("nested")
+def fit_nested_cmd(
+    surfaces: List[Path] = typer.Option(..., "--surfaces", help="Nested surfaces, innermost first (meshes or point files)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: model.pt, sdf_<name>.nii.gz, mesh_<name>.stl, nesting.json, ..."),
+    names: Optional[List[str]] = typer.Option(None, "--names", help="One name per surface (default: the file names)."),
+    separate: bool = typer.Option(False, "--separate", help="One network per surface (DIR/<name>/) instead of one joint network, to compare."),
+    n_points: int = typer.Option(5000, "--n-points", help="Points sampled on each mesh surface."),
+    nesting_weight: Optional[float] = typer.Option(None, "--nesting-weight", help="Weight of the nesting penalty (default: the preset's, 0)."),
+    seed: int = SeedOpt,
+    normals: bool = MeshNormalsOpt,
+    frame: str = FrameOpt,
+    scale_to_mm: float = ScaleOpt,
+    preset: str = PresetOpt,
+    iterations: Optional[int] = FitIterationsOpt,
+    spacing: Optional[float] = FitSpacingOpt,
+    time_limit: Optional[float] = FitTimeLimitOpt,
+    device: str = DeviceOpt,
+    resume: bool = FitResumeOpt,
+    quiet: bool = QuietOpt,
+):
+    """Nested surfaces (lumen, wall, ...) in one network with one SDF per surface; nesting.json."""
+    from vesselfield.methods.inr_files import fit_nested_files
+
+    _echo_fit(fit_nested_files(surfaces, out, names=names or None, separate=separate, n_points=n_points,
+                               nesting_weight=nesting_weight, seed=seed, use_normals=normals, frame=frame,
+                               scale_to_mm=scale_to_mm, preset=preset, iterations=iterations, spacing_mm=spacing,
+                               time_limit_s=time_limit, device=device, resume=resume, progress=not quiet))
+
+
+# -------------------------------------------------------------------------------------- blend
+@app.command("blend")
+def blend_cmd(
+    models: List[Path] = typer.Option(..., "--models", help="Fitted model folders (fit points/mesh/nested outputs)."),
+    k: float = typer.Option(..., "--k", help="Smoothing width of the smooth union in mm (0: plain union)."),
+    spacing: float = typer.Option(..., "--spacing", help="Voxel size in mm of the blended SDF and mesh."),
+    out: Path = typer.Option(..., "--out", help="Output folder: sdf.nii.gz, mesh.stl, summary.json, config.yaml."),
+    surface: Optional[str] = typer.Option(None, "--surface", help="Surface to use of multi-surface (nested) models."),
+):
+    """Join vessel models with a smooth union (Alblas et al. 2022) into one SDF and one mesh for CFD."""
+    from vesselfield.methods.inr_files import blend_files
+
+    run = blend_files(models, out, k_mm=k, spacing_mm=spacing, surface=surface)
+    m = run["summary"]["mesh"]
+    typer.echo(f"blended {len(models)} model(s): {m['vertices']} vertices, {m['faces']} faces, "
+               f"watertight={m['watertight']}, components={m['components']}")
+    if run["warning"]:
+        typer.echo(f"warning: {run['warning']}")
+    else:
+        typer.echo("the mesh is watertight and in one piece: ready for CFD meshing")
+    _done(run["paths"].values())
+
+
+# -------------------------------------------------------------------------------------- study
+study_app = typer.Typer(help="Studies of the implicit vessel models (Alblas et al. 2022).", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("robustness")
+def study_robustness_cmd(
+    shapes: List[str] = typer.Option(..., "--shapes", help="vmtk-aorta, simvascular, aaa:SEED[:SURFACE] and/or closed mesh files."),
+    counts: List[int] = typer.Option([100, 200, 400, 600, 800, 1000], "--counts", help="Surface points per fit (each >= 10)."),
+    repeats: int = typer.Option(20, "--repeats", help="Fits per shape and count, each with fresh points (paper: 20)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: results.csv (resumable), summary.md, boxplot_dice.png, boxplot_asd.png."),
+    preset: str = typer.Option("fast", "--preset", help="fast or paper."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimisation steps per fit (default: the preset's)."),
+    workers: int = typer.Option(1, "--workers", help="Fits in parallel, one process and one torch thread each."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Base seed of the point sampling and initialisation."),
+    n_held_out: int = typer.Option(2000, "--n-held-out", help="Held-out surface points per fit for the ASD."),
+    spacing: float = typer.Option(1.0, "--spacing", help="Voxel size in mm of the reference volumes of simvascular, aaa:* and mesh files."),
+    frame: str = typer.Option("LPS", "--frame", help="Frame of the mesh files: LPS or RAS."),
+    scale_to_mm: float = typer.Option(1.0, "--scale-to-mm", help="Millimetres per unit of the mesh files (10 for cm)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No line per fit."),
+):
+    """Robustness to sparsity (the paper's Fig. 3): DSC and ASD against the number of surface points."""
+    import shlex
+
+    from vesselfield.bench.robustness import check_study_args, check_shape_specs, resolve_shapes, run_robustness_study
+    from vesselfield.methods.inr import inr_config
+
+    # Check everything cheap before loading shapes or fitting.
+    check_study_args(counts, repeats, n_held_out, workers)
+    check_shape_specs(shapes)
+    inr_config(preset, **({} if iterations is None else {"iterations": iterations}))
+    resolved = resolve_shapes(shapes, spacing_mm=spacing, frame=frame, scale_to_mm=scale_to_mm)
+    run_robustness_study(resolved, counts=counts, repeats=repeats, preset=preset, iterations=iterations,
+                         n_held_out=n_held_out, out_dir=out, workers=workers, seed=seed, device=device,
+                         progress=not quiet, command=shlex.join(["vesselfield", *sys.argv[1:]]))
+    _done([out / "results.csv", out / "summary.md", out / "boxplot_dice.png", out / "boxplot_asd.png"])
 
 
 # --------------------------------------------------------------------------------------- main

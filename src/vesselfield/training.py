@@ -198,7 +198,8 @@ def run_loop(
             if bad:
                 raise VesselfieldError(
                     f"the loss became {terms[bad[0]]} at iteration {i} ({', '.join(bad)}): the optimisation "
-                    "diverged; lower the learning rate or check the inputs (last checkpoint kept)"
+                    "diverged; lower the learning rate or check the inputs"
+                    + (" (last checkpoint kept)" if ckpt.is_file() else "")
                 )
             last = terms
             rows.append({"iteration": i, "time_s": round(time.perf_counter() - t0, 4), **terms})

@@ -1,8 +1,17 @@
-"""Losses, every one ``(pred, target)``: projection losses of SDF-CAR (imports torch).
+"""Losses, every one ``(pred, target)`` (imports torch).
 
-See ``vesselfield.losses.projection``.
+- ``vesselfield.losses.projection``: the projection losses of SDF-CAR and NeCA.
+- ``vesselfield.losses.igr``: IGR surface, normal, eikonal and nesting terms (implicit vessel models).
 """
 
+from vesselfield.losses.igr import (
+    eikonal_loss,
+    nesting_loss,
+    nesting_violation_fraction,
+    normal_loss,
+    spatial_gradient,
+    surface_loss,
+)
 from vesselfield.losses.projection import (
     TARGET_KINDS,
     downsample_mask,
@@ -14,6 +23,12 @@ from vesselfield.losses.projection import (
 )
 
 __all__ = [
+    "eikonal_loss",
+    "nesting_loss",
+    "nesting_violation_fraction",
+    "normal_loss",
+    "spatial_gradient",
+    "surface_loss",
     "TARGET_KINDS",
     "downsample_mask",
     "downsample_view",

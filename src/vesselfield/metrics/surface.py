@@ -420,11 +420,12 @@ def mesh_completion(pred_points, target_points, threshold_mm: float = 2.0) -> fl
     return float(np.mean(_nearest_distances(target, pred) <= tau))
 
 
-def sample_surface_points(vertices, faces, n_points: int, seed: int = 0) -> np.ndarray:
+def sample_surface_points(vertices, faces, n_points: int, seed: int = 0, *, return_faces: bool = False):
     """(n_points, 3) points drawn uniformly by area on a triangle mesh (reproducible with ``seed``).
 
     Args:
         vertices: (V, 3) vertex positions, mm. faces: (F, 3) vertex indices.
+        return_faces: also return the (n_points,) index of the face each point lies on.
     """
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
@@ -441,7 +442,8 @@ def sample_surface_points(vertices, faces, n_points: int, seed: int = 0) -> np.n
     u, w = rng.random(n_points), rng.random(n_points)
     flip = u + w > 1  # reflect into the triangle: uniform on the triangle, not the parallelogram
     u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
-    return a[tri] + u[:, None] * (b - a)[tri] + w[:, None] * (c - a)[tri]
+    points = a[tri] + u[:, None] * (b - a)[tri] + w[:, None] * (c - a)[tri]
+    return (points, tri) if return_faces else points
 
 
 def _mesh_samples(mesh, n_points: int, seed: int, what: str) -> np.ndarray:

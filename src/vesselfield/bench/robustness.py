@@ -1,0 +1,563 @@
+"""Robustness to sparsity of implicit neural vessel models (Alblas et al., STACOM 2022, Sec. 3.1, Fig. 3).
+
+The paper fits an MLP SDF (IGR) to 100-1000 points sampled on an aorta surface, 20 times per
+count, and reports Dice (DSC) and average surface distance (ASD) as box plots; it finds a median
+DSC above 0.95 even with 100 points. :func:`run_robustness_study` repeats that experiment on any
+set of shapes:
+
+- a shape is a :class:`StudyShape`: a name, a closed surface mesh (world LPS mm), and a reference
+  occupancy volume (bool) with its :class:`~vesselfield.grid.VolumeGrid`;
+- for every (count, repeat), ``count`` points are drawn uniformly by area on the mesh (no normals:
+  the paper fits bare point clouds) with a seed derived from ``(seed, count, repeat)``, and a
+  model is fitted (:func:`~vesselfield.methods.inr.fit_implicit_sdf`);
+- **DSC**: ``model SDF < 0`` at the reference grid's voxel centres against the reference, the
+  grid cropped to the reference's box plus 10 mm (:func:`crop_to_reference`: large image grids
+  cost more to evaluate than a fit);
+- **ASD**: the mean distance (mm) from ``n_held_out`` held-out surface points (drawn with another
+  seed, never fitted) to the model's zero level, taken as the marching-cubes mesh of the predicted
+  SDF on the reference grid (or on a grid of ``spacing_mm``). The distance to the mesh is exact:
+  a KD-tree over dense quadrature points of the mesh proposes candidate triangles and the
+  point-triangle distance is computed on them (as :mod:`vesselfield.metrics.surface` does). A
+  model without a zero level inside the grid gets DSC 0 and ASD ``inf``.
+
+Results go to ``out_dir``: ``results.csv`` (one row per fit, rewritten atomically after every fit,
+so a killed study resumes where it stopped: rows already there are skipped), ``summary.md``
+(median and IQR per shape and count; date, machine, torch version, command) and the box plots
+``boxplot_dice.png`` and ``boxplot_asd.png``
+(:func:`~vesselfield.report.inr.figure_robustness_boxplot`).
+
+Shape builders: :func:`shape_from_mesh` (reference by voxelising the mesh),
+:func:`shape_vmtk_aorta` (vmtk's final level set < 0), :func:`shape_simvascular_aortoiliac`,
+:func:`shape_aaa` (exact SDF of the AAA phantom); :func:`resolve_shapes` turns the command
+line's names (``vmtk-aorta``, ``simvascular``, ``aaa:SEED[:SURFACE]``, mesh files) into shapes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import math
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from vesselfield.errors import VesselfieldError
+from vesselfield.grid import VolumeGrid
+
+#: The paper's point counts (Alblas et al. 2022, Fig. 3).
+PAPER_COUNTS = (100, 200, 400, 600, 800, 1000)
+#: DSC is computed on the reference grid cropped to the reference's box plus this margin (mm).
+CROP_MARGIN_MM = 10.0
+#: Fewest points per fit the study accepts.
+MIN_COUNT = 10
+#: Columns of ``results.csv``, in order.
+CSV_COLUMNS = ("shape", "n_points", "repeat", "sample_seed", "dice", "asd_mm", "fit_seconds", "iterations",
+               "stopped", "preset", "device", "error")
+#: Names :func:`resolve_shapes` knows besides mesh files and ``aaa:SEED[:SURFACE]``.
+NAMED_SHAPES = ("vmtk-aorta", "simvascular")
+_MESH_SUFFIXES = (".stl", ".ply", ".obj", ".vtp")
+
+
+class StudyShape(NamedTuple):
+    """One shape of the study.
+
+    Attributes:
+        name: label in the tables and plots.
+        mesh: closed ``trimesh.Trimesh``, world LPS mm: the surface the points are drawn on.
+        reference: bool (X, Y, Z) occupancy on ``grid``: what DSC compares against.
+        grid: the reference's grid.
+    """
+
+    name: str
+    mesh: object
+    reference: np.ndarray
+    grid: VolumeGrid
+
+
+# ================================================================================ shapes
+def _box_grid(lo: np.ndarray, hi: np.ndarray, spacing_mm: float, margin_mm: float) -> VolumeGrid:
+    spacing_mm = float(spacing_mm)
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
+    shape = np.ceil((hi - lo + 2 * margin_mm) / spacing_mm).astype(int) + 1
+    if int(np.prod(shape)) > 400 ** 3:
+        raise VesselfieldError(f"a {spacing_mm} mm grid over this shape has {tuple(shape)} voxels: use a coarser spacing")
+    return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)
+
+
+def shape_from_mesh(name: str, mesh, spacing_mm: float = 1.0, margin_mm: float | None = None) -> StudyShape:
+    """A shape whose reference is the closed ``mesh`` voxelised on an isotropic grid.
+
+    The grid covers the mesh's box plus ``margin_mm`` (default 3 voxels); a voxel is inside when
+    more than half of it is (partial-volume occupancy by ray casting,
+    :func:`vesselfield.bench.xray.voxelize_mesh`, 3 x 3 rays per voxel column).
+    """
+    from vesselfield.bench.xray import voxelize_mesh
+
+    if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")) or len(mesh.faces) == 0:
+        raise VesselfieldError(f"shape {name!r}: need a triangle mesh with faces")
+    if not mesh.is_watertight:
+        raise VesselfieldError(f"shape {name!r}: the mesh is not closed (watertight), so it has no inside to voxelise")
+    margin = 3 * float(spacing_mm) if margin_mm is None else float(margin_mm)
+    lo, hi = np.asarray(mesh.bounds, dtype=np.float64)
+    grid = _box_grid(lo, hi, spacing_mm, margin)
+    return StudyShape(str(name), mesh, voxelize_mesh(mesh, grid) > 0.5, grid)
+
+
+def shape_vmtk_aorta() -> StudyShape:
+    """vmtk's abdominal aorta: ``aorta-surface.stl`` (read as RAS) and ``aorta-final-levelset.mha`` < 0.
+
+    The level set's grid is 0.879 x 0.879 x 1.5 mm; every vertex of the surface lies on its zero
+    level (data/samples/SOURCES.md).
+    """
+    from vesselfield.io import load_mesh, load_volume, sample_path
+
+    mesh = load_mesh(sample_path("vmtk_aorta", "aorta-surface.stl"), frame="RAS")
+    level, grid = load_volume(sample_path("vmtk_aorta", "aorta-final-levelset.mha"), what="level set")
+    return StudyShape("vmtk-aorta", mesh, np.asarray(level) < 0, grid)
+
+
+def shape_simvascular_aortoiliac(spacing_mm: float = 1.0) -> StudyShape:
+    """SimVascular's aorto-iliac demo model (cm -> mm), reference by voxelising it (:func:`shape_from_mesh`)."""
+    from vesselfield.io import load_mesh, sample_path
+
+    mesh = load_mesh(sample_path("simvascular_aortoiliac", "data_DemoProject_Models_demo.vtp"), scale_to_mm=10.0)
+    return shape_from_mesh("simvascular", mesh, spacing_mm)
+
+
+def shape_aaa(seed: int = 0, surface: str = "wall", spacing_mm: float = 1.0) -> StudyShape:
+    """An AAA phantom surface: reference = exact SDF < 0 on the phantom's grid; mesh = marching
+    cubes of the exact SDF on a grid twice as fine (so the sampled points lie within a few
+    hundredths of a mm of the true surface)."""
+    from vesselfield.meshing.marching_cubes import mesh_from_volume
+    from vesselfield.phantoms.aaa import AAAPhantom
+
+    phantom = AAAPhantom(int(seed))
+    grid = phantom.default_grid(spacing_mm)
+    reference = phantom.sdf_volume(grid, surface) < 0
+    fine = phantom.default_grid(spacing_mm / 2)
+    mesh = mesh_from_volume(phantom.sdf_volume(fine, surface), fine, 0.0, inside="below")
+    name = f"aaa:{int(seed)}" + ("" if surface == "wall" else f":{surface}")
+    return StudyShape(name, mesh, reference, grid)
+
+
+def check_shape_specs(specs: Sequence[str]) -> list[str]:
+    """The shape names of the command line, checked without loading anything (one-line errors)."""
+    from vesselfield.phantoms.aaa import SURFACE_NAMES
+
+    specs = [str(s) for s in specs]
+    if not specs:
+        raise VesselfieldError("no shapes: name at least one (vmtk-aorta, simvascular, aaa:SEED, or a mesh file)")
+    for spec in specs:
+        if spec in NAMED_SHAPES:
+            continue
+        if spec.startswith("aaa:"):
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and parts[2] not in SURFACE_NAMES):
+                raise VesselfieldError(f"bad AAA shape {spec!r}: use aaa:SEED or aaa:SEED:SURFACE "
+                                       f"(SURFACE one of {', '.join(SURFACE_NAMES)})")
+            continue
+        if Path(spec).suffix.lower() in _MESH_SUFFIXES:
+            if not Path(spec).is_file():
+                raise VesselfieldError(f"mesh file {spec} does not exist")
+            continue
+        raise VesselfieldError(f"unknown shape {spec!r}: use {', '.join(NAMED_SHAPES)}, aaa:SEED[:SURFACE] "
+                               f"or a mesh file ({', '.join(_MESH_SUFFIXES)})")
+    if len(set(specs)) != len(specs):
+        raise VesselfieldError("a shape is named twice")
+    return specs
+
+
+def resolve_shapes(specs: Sequence[str], *, spacing_mm: float = 1.0, frame: str = "LPS",
+                   scale_to_mm: float = 1.0) -> list[StudyShape]:
+    """:class:`StudyShape` objects for command-line names (see :func:`check_shape_specs`).
+
+    Mesh files are read in ``frame`` with ``scale_to_mm`` and voxelised at ``spacing_mm``
+    (:func:`shape_from_mesh`), named by their file stem; ``aaa:SEED[:SURFACE]`` and
+    ``simvascular`` use ``spacing_mm`` too; ``vmtk-aorta`` keeps its level set's grid.
+    """
+    from vesselfield.io import load_mesh
+
+    shapes = []
+    for spec in check_shape_specs(specs):
+        if spec == "vmtk-aorta":
+            shapes.append(shape_vmtk_aorta())
+        elif spec == "simvascular":
+            shapes.append(shape_simvascular_aortoiliac(spacing_mm))
+        elif spec.startswith("aaa:"):
+            parts = spec.split(":")
+            shapes.append(shape_aaa(int(parts[1]), parts[2] if len(parts) == 3 else "wall", spacing_mm))
+        else:
+            shapes.append(shape_from_mesh(Path(spec).stem, load_mesh(spec, frame=frame, scale_to_mm=scale_to_mm),
+                                          spacing_mm))
+    return shapes
+
+
+def _as_shape(shape) -> StudyShape:
+    try:
+        name, mesh, reference, grid = shape
+    except (TypeError, ValueError):
+        raise VesselfieldError("a shape is (name, mesh, reference occupancy, VolumeGrid)") from None
+    if not isinstance(grid, VolumeGrid):
+        raise VesselfieldError(f"shape {name!r}: the reference's grid must be a VolumeGrid, got {type(grid).__name__}")
+    reference = np.asarray(reference).astype(bool)
+    grid.check_array(reference, f"reference of shape {name!r}")
+    if not reference.any():
+        raise VesselfieldError(f"shape {name!r}: the reference volume is empty")
+    return crop_to_reference(StudyShape(str(name), mesh, reference, grid))
+
+
+def crop_to_reference(shape: StudyShape, margin_mm: float = CROP_MARGIN_MM) -> StudyShape:
+    """The shape with its reference and grid cropped to the reference's box plus ``margin_mm``.
+
+    Evaluating a model on the whole of a large image grid (vmtk's level set: 2.1 M voxels, the
+    aorta in 4 % of them) costs more than a fit on a CPU; predicted inside voxels farther than
+    ``margin_mm`` from the reference are then not counted (a model whose zero level leaves that
+    box scores a higher DSC than it should).
+    """
+    idx = np.argwhere(shape.reference)
+    pad = np.ceil(float(margin_mm) / shape.grid.spacing).astype(int)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, shape.grid.shape)
+    grid = VolumeGrid(tuple(int(v) for v in hi - lo), shape.grid.spacing_mm,
+                      tuple(shape.grid.origin + lo * shape.grid.spacing))
+    return StudyShape(shape.name, shape.mesh, shape.reference[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], grid)
+
+
+# ============================================================================== one fit
+def derived_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (``numpy.random.SeedSequence``): independent streams per tuple."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class _MeshDistance:
+    """Exact point-to-surface distances to a triangle mesh (KD-tree over dense quadrature points
+    proposes the candidate triangles; see :class:`vesselfield.metrics.surface._Surface`)."""
+
+    def __init__(self, mesh, subdivisions: int = 2, candidates: int = 4):
+        from scipy.spatial import cKDTree
+
+        from vesselfield.metrics.surface import _surface_quadrature
+
+        self.verts = np.asarray(mesh.vertices, dtype=np.float64)
+        self.faces = np.asarray(mesh.faces, dtype=np.int64)
+        self.points, _, self.triangle = _surface_quadrature(self.verts, self.faces, subdivisions)
+        self.tree = cKDTree(self.points)
+        self.candidates = min(int(candidates), len(self.points))
+
+    def __call__(self, query: np.ndarray) -> np.ndarray:
+        from vesselfield.metrics.surface import _closest_points_on_triangles
+
+        dist, idx = self.tree.query(query, k=self.candidates)
+        idx = idx.reshape(len(query), -1)
+        best = dist.reshape(len(query), -1)[:, 0].copy()
+        for j in range(idx.shape[1]):
+            a, b, c = self.verts[self.faces[self.triangle[idx[:, j]]]].transpose(1, 0, 2)
+            best = np.fmin(best, np.linalg.norm(query - _closest_points_on_triangles(query, a, b, c), axis=1))
+        return best
+
+
+def surface_distance_to_zero_level_mm(sdf_mm: np.ndarray, grid: VolumeGrid, points_mm: np.ndarray) -> np.ndarray:
+    """(N,) distance (mm) from each (N, 3) point to the zero level of an SDF volume on ``grid``
+    (marching cubes, then exact point-to-triangle distances); ``inf`` everywhere when the SDF
+    has no zero level on the grid."""
+    from vesselfield.meshing.marching_cubes import mesh_from_volume
+
+    points = np.asarray(points_mm, np.float64)
+    if not (sdf_mm.min() < 0 < sdf_mm.max()):
+        return np.full(len(points), np.inf)
+    return _MeshDistance(mesh_from_volume(sdf_mm, grid, 0.0, inside="below"))(points)
+
+
+def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid: VolumeGrid | None = None) -> dict:
+    """``{"dice", "asd_mm"}`` of a fitted model against a shape (see the module docstring).
+
+    ``mesh_grid``: grid of the marching-cubes zero level for the ASD (default: the reference grid).
+    """
+    from vesselfield.metrics import dice
+
+    sdf = model.sdf_volume(shape.grid)
+    result = {"dice": float(dice(sdf < 0, shape.reference))}
+    grid = shape.grid if mesh_grid is None else mesh_grid
+    sdf_for_mesh = sdf if mesh_grid is None else model.sdf_volume(mesh_grid)
+    result["asd_mm"] = float(np.mean(surface_distance_to_zero_level_mm(sdf_for_mesh, grid, held_out_mm)))
+    return result
+
+
+def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_out: int, config,
+             device: str, mesh_grid: VolumeGrid | None, fit: Callable) -> dict:
+    from vesselfield.metrics.surface import sample_surface_points
+    from vesselfield.methods.inr import sample_mesh_surface
+
+    sample_seed = derived_seed(seed, count, repeat)
+    row = {"shape": shape.name, "n_points": int(count), "repeat": int(repeat), "sample_seed": sample_seed,
+           "preset": config.preset, "device": device, "error": ""}
+    try:
+        points, _normals = sample_mesh_surface(shape.mesh, int(count), seed=sample_seed)
+        held_out = sample_surface_points(shape.mesh.vertices, shape.mesh.faces, int(n_held_out),
+                                         seed=derived_seed(seed, count, repeat, 1))
+        result = fit(points, config=dataclasses.replace(config, seed=sample_seed), device=device)
+        row.update(fit_seconds=float(result.seconds), iterations=int(result.iterations), stopped=result.stopped)
+        row.update(evaluate_model(result.model, shape, held_out, mesh_grid))
+    except VesselfieldError as exc:
+        row.update(dice=math.nan, asd_mm=math.nan, error=str(exc).splitlines()[0])
+    return row
+
+
+# ============================================================================ results files
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _csv_text(rows: Sequence[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def _key(row: dict) -> tuple[str, int, int]:
+    return str(row["shape"]), int(row["n_points"]), int(row["repeat"])
+
+
+def _floats(rows: Sequence[dict], column: str) -> np.ndarray:
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row.get(column, "nan")))
+        except (TypeError, ValueError):
+            values.append(math.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _median_iqr(values: np.ndarray, digits: int) -> str:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return "n/a"
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return f"{med:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """Markdown table: per shape and count, n fits, median [Q1, Q3] of DSC and ASD (mm), median fit seconds."""
+    lines = ["| shape | points | fits | DSC median [Q1, Q3] | ASD mm median [Q1, Q3] | fit s (median) |",
+             "| --- | ---: | ---: | --- | --- | ---: |"]
+    shapes = list(dict.fromkeys(str(r["shape"]) for r in rows))
+    for shape in shapes:
+        mine = [r for r in rows if str(r["shape"]) == shape]
+        for count in sorted({int(r["n_points"]) for r in mine}):
+            group = [r for r in mine if int(r["n_points"]) == count]
+            seconds = _floats(group, "fit_seconds")
+            seconds = seconds[~np.isnan(seconds)]
+            lines.append(f"| {shape} | {count} | {len(group)} | {_median_iqr(_floats(group, 'dice'), 3)} | "
+                         f"{_median_iqr(_floats(group, 'asd_mm'), 2)} | "
+                         f"{(f'{np.median(seconds):.0f}' if len(seconds) else 'n/a')} |")
+    return "\n".join(lines)
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    from vesselfield.device import resolve_device
+
+    dev = resolve_device(device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} torch thread(s)"
+    return f"{platform.platform()}, {os.cpu_count()} CPUs; torch {torch.__version__} on {where}"
+
+
+def write_summary(rows: Sequence[dict], out_dir, *, command: str, machine: str, settings: str) -> Path:
+    """``summary.md``: the table of :func:`summary_table` with date, machine, settings and command."""
+    from vesselfield.io.atomic import write_text_atomic
+
+    failed = [r for r in rows if r.get("error")]
+    text = "\n".join([
+        "# Robustness to sparsity (Alblas et al., STACOM 2022, Fig. 3)",
+        "",
+        f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
+        f"- machine: {machine}",
+        f"- settings: {settings}",
+        f"- command: `{command}`",
+        "",
+        summary_table(rows),
+        "",
+        "DSC: model SDF < 0 against the reference occupancy on the reference grid. ASD: mean distance (mm) "
+        "from held-out surface points to the marching-cubes zero level of the model's SDF. "
+        "Median [first quartile, third quartile] over the repeats; fit s: optimisation wall time."
+        + (f" {len(failed)} fit(s) failed (error column of results.csv)." if failed else ""),
+        "",
+    ])
+    path = Path(out_dir) / "summary.md"
+    write_text_atomic(path, text)
+    return path
+
+
+def _default_command(shapes, counts, repeats, out_dir, preset, iterations, workers, seed) -> str:
+    words = ["vesselfield", "study", "robustness", "--shapes", *[s.name for s in shapes],
+             "--counts", *[str(c) for c in counts], "--repeats", str(repeats), "--out", str(out_dir),
+             "--preset", preset, "--seed", str(seed)]
+    if iterations is not None:
+        words += ["--iterations", str(iterations)]
+    if workers != 1:
+        words += ["--workers", str(workers)]
+    return shlex.join(words)
+
+
+# ================================================================================= study
+def _worker_init() -> None:
+    # Each worker process gets one thread: several multi-threaded fits on few cores thrash.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def check_study_args(counts, repeats, n_held_out, workers) -> list[int]:
+    """The distinct point counts, ascending; one-line errors for counts < 10, repeats < 1, ..."""
+    counts = [int(c) for c in counts]
+    if not counts:
+        raise VesselfieldError("no point counts given")
+    if min(counts) < MIN_COUNT:
+        raise VesselfieldError(f"point counts must be at least {MIN_COUNT}, got {min(counts)}")
+    if int(repeats) < 1:
+        raise VesselfieldError(f"repeats must be at least 1, got {repeats}")
+    if int(n_held_out) < 1:
+        raise VesselfieldError(f"n_held_out must be at least 1, got {n_held_out}")
+    if int(workers) < 1:
+        raise VesselfieldError(f"workers must be at least 1, got {workers}")
+    return sorted(dict.fromkeys(counts))
+
+
+def run_robustness_study(
+    shapes,
+    *,
+    counts: Sequence[int] = PAPER_COUNTS,
+    repeats: int = 20,
+    preset: str = "fast",
+    iterations: int | None = None,
+    n_held_out: int = 2000,
+    spacing_mm: float | None = None,
+    out_dir,
+    workers: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    command: str | None = None,
+    config_overrides: dict | None = None,
+    fit: Callable | None = None,
+) -> list[dict]:
+    """Fit ``repeats`` models per shape and point count; DSC, ASD and fit time per fit.
+
+    Args:
+        shapes: :class:`StudyShape` objects or ``(name, mesh, reference, grid)`` tuples.
+        counts: points per fit (each >= 10); the paper's 100-1000 by default.
+        repeats: fits per (shape, count), each with fresh points and initialisation (paper: 20).
+        preset: :func:`~vesselfield.methods.inr.inr_config` preset, ``fast`` or ``paper``.
+        iterations: override the preset's iterations.
+        n_held_out: held-out surface points per fit for the ASD.
+        spacing_mm: isotropic voxel size of the grid on which the predicted SDF is meshed for the
+            ASD (default: the reference grid).
+        out_dir: folder for ``results.csv``, ``summary.md`` and the box plots.
+        workers: fits run in parallel in this many processes (one torch thread each).
+        seed: base seed; fit (shape, count, repeat) samples with ``derived_seed(seed, count, repeat)``.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        progress: print one line per fit.
+        command: the command line recorded in ``summary.md`` (default: the equivalent CLI call).
+        config_overrides: further :class:`~vesselfield.methods.inr.InrConfig` settings (e.g. tiny
+            networks in tests); recorded in ``summary.md``.
+        fit: the fitting function (default :func:`~vesselfield.methods.inr.fit_implicit_sdf`).
+
+    Returns:
+        All rows of ``results.csv`` (earlier runs' rows first, as read back: strings), as dicts.
+    """
+    from vesselfield.io.atomic import write_text_atomic
+    from vesselfield.methods.inr import fit_implicit_sdf, inr_config
+
+    counts = check_study_args(counts, repeats, n_held_out, workers)
+    shapes = [_as_shape(s) for s in shapes]
+    if not shapes:
+        raise VesselfieldError("no shapes to study")
+    if len({s.name for s in shapes}) != len(shapes):
+        raise VesselfieldError("two shapes have the same name")
+    overrides = dict(config_overrides or {})
+    if iterations is not None:
+        overrides["iterations"] = int(iterations)
+    config = inr_config(preset, **overrides)
+    fit = fit or fit_implicit_sdf
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    rows = _read_rows(csv_path)
+    done = {_key(r) for r in rows}
+    # Repeat by repeat, so that a study stopped early has as many repeats of every shape and count.
+    todo = [(s, c, r) for r in range(int(repeats)) for s in shapes for c in counts if (s.name, c, r) not in done]
+
+    def mesh_grid(shape: StudyShape) -> VolumeGrid | None:
+        if spacing_mm is None:
+            return None
+        lo, hi = shape.grid.bounds_mm
+        return _box_grid(np.asarray(lo), np.asarray(hi), spacing_mm, 0.0)
+
+    grids = {s.name: mesh_grid(s) for s in shapes}
+    start = time.time()
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        write_text_atomic(csv_path, _csv_text(rows))
+        if progress:
+            print(f"[{len(rows) - (len(done)):>3}/{len(todo)}] {row['shape']} n={row['n_points']} "
+                  f"repeat={row['repeat']}: DSC {float(row.get('dice', math.nan)):.4f}, "
+                  f"ASD {float(row.get('asd_mm', math.nan)):.3f} mm, fit {float(row.get('fit_seconds', math.nan)):.0f} s "
+                  f"({time.time() - start:.0f} s elapsed){' ' + row['error'] if row.get('error') else ''}", flush=True)
+
+    kwargs = dict(seed=int(seed), n_held_out=int(n_held_out), config=config, device=device, fit=fit)
+    if int(workers) == 1 or len(todo) <= 1:
+        for shape, count, repeat in todo:
+            record(_fit_one(shape, count, repeat, mesh_grid=grids[shape.name], **kwargs))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(int(workers), mp_context=context, initializer=_worker_init) as pool:
+            futures = [pool.submit(_fit_one, s, c, r, mesh_grid=grids[s.name], **kwargs) for s, c, r in todo]
+            for future in as_completed(futures):
+                record(future.result())
+
+    order = {(s.name, c, r): i for i, (s, c, r) in enumerate((s, c, r) for s in shapes for c in counts
+                                                                for r in range(int(repeats)))}
+    rows.sort(key=lambda r: order.get(_key(r), len(order)))
+    write_text_atomic(csv_path, _csv_text(rows))
+    settings = (f"preset {config.preset}, {config.iterations} iterations, counts {', '.join(map(str, counts))}, "
+                f"{int(repeats)} repeat(s), {int(n_held_out)} held-out points, seed {int(seed)}, "
+                f"{int(workers)} worker(s), no normals"
+                + "".join(f", {k}={v}" for k, v in (config_overrides or {}).items()))
+    return write_study_report(out, settings=settings, device=device,
+                              command=command or _default_command(shapes, counts, repeats, out, preset, iterations,
+                                                                  workers, seed))
+
+
+def write_study_report(out_dir, *, settings: str, command: str, device: str = "cpu") -> list[dict]:
+    """``summary.md``, ``boxplot_dice.png`` and ``boxplot_asd.png`` from the ``results.csv`` in
+    ``out_dir`` (also for a study that was stopped early); returns its rows."""
+    from vesselfield.report.inr import figure_robustness_boxplot
+
+    out = Path(out_dir)
+    rows = _read_rows(out / "results.csv")
+    if not rows:
+        raise VesselfieldError(f"no results in {out / 'results.csv'}")
+    write_summary(rows, out, machine=_machine(device), settings=settings, command=command)
+    plot_rows = [{**r, "n_points": int(r["n_points"])} for r in rows]
+    figure_robustness_boxplot(plot_rows, out / "boxplot_dice.png", metric="dice")
+    figure_robustness_boxplot(plot_rows, out / "boxplot_asd.png", metric="asd_mm")
+    return rows
