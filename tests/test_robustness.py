@@ -56,7 +56,8 @@ def test_study_writes_one_row_per_fit_with_plausible_metrics(study):
     assert all(r["error"] == "" and int(r["iterations"]) == 150 for r in written)
     dice = np.array([float(r["dice"]) for r in written])
     asd = np.array([float(r["asd_mm"]) for r in written])
-    # A 150-step fit of a 16 mm wide capsule: measured DSC 0.87-0.96 and ASD 0.3-0.9 mm.
+    # 150 steps of a tiny network on a 16 mm wide capsule: well short of converged, but inside
+    # the right surface (a failed fit scores DSC < 0.5 or an ASD of several mm).
     assert np.all((dice > 0.75) & (dice <= 1.0)), dice
     assert np.all((asd > 0.0) & (asd < 2.5)), asd
     assert len({r["sample_seed"] for r in written}) == 4

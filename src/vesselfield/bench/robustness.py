@@ -478,7 +478,8 @@ def run_robustness_study(
         fit: the fitting function (default :func:`~vesselfield.methods.inr.fit_implicit_sdf`).
 
     Returns:
-        All rows of ``results.csv`` (earlier runs' rows first, as read back: strings), as dicts.
+        All rows of ``results.csv`` (with earlier runs' rows), in shape, count, repeat order, as read
+        back from the file (string values).
     """
     from vesselfield.io.atomic import write_text_atomic
     from vesselfield.methods.inr import fit_implicit_sdf, inr_config

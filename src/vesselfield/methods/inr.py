@@ -173,6 +173,20 @@ def check_normals(normals, points: np.ndarray, what: str = "normals") -> np.ndar
 
 
 # ----------------------------------------------------------------------------------- model
+def grid_over_box(bounds_mm, spacing_mm: float = 1.0, margin_mm: float | None = None) -> VolumeGrid:
+    """An isotropic grid over the box ``bounds_mm`` ((2, 3): lo, hi; mm) plus ``margin_mm`` on every
+    side (default 5 spacings); at most 512^3 voxels (a one-line error otherwise)."""
+    spacing_mm = float(spacing_mm)
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
+    margin = 5 * spacing_mm if margin_mm is None else float(margin_mm)
+    lo, hi = np.asarray(bounds_mm, dtype=np.float64)
+    shape = np.ceil((hi - lo + 2 * margin) / spacing_mm).astype(int) + 1
+    if int(np.prod(shape)) > 512 ** 3:
+        raise VesselfieldError(f"a {spacing_mm} mm grid over this shape would have {tuple(shape)} voxels: use a coarser spacing")
+    return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)
+
+
 def _normalisation(point_sets: Sequence[np.ndarray], padding: float) -> tuple[np.ndarray, float, np.ndarray]:
     allp = np.concatenate(point_sets, axis=0)
     lo, hi = allp.min(axis=0), allp.max(axis=0)
@@ -260,15 +274,7 @@ class ImplicitVesselModel:
 
     def grid(self, spacing_mm: float = 1.0, margin_mm: float | None = None) -> VolumeGrid:
         """An isotropic grid over the fitting points' box plus ``margin_mm`` (default 5 spacings)."""
-        spacing_mm = float(spacing_mm)
-        if not (math.isfinite(spacing_mm) and spacing_mm > 0):
-            raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
-        margin = 5 * spacing_mm if margin_mm is None else float(margin_mm)
-        lo, hi = self.bounds_mm
-        shape = np.ceil((hi - lo + 2 * margin) / spacing_mm).astype(int) + 1
-        if int(np.prod(shape)) > 512 ** 3:
-            raise VesselfieldError(f"a {spacing_mm} mm grid over this shape would have {tuple(shape)} voxels: use a coarser spacing")
-        return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)
+        return grid_over_box(self.bounds_mm, spacing_mm, margin_mm)
 
     def sdf_volume(self, grid: VolumeGrid, surface=None) -> np.ndarray:
         """float32 (X, Y, Z) SDF in mm of one surface at the voxel centres of ``grid``."""

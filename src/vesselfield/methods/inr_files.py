@@ -84,12 +84,9 @@ def default_spacing_mm(bounds_mm) -> float:
 
 
 def _box_grid(bounds_mm, spacing_mm: float, margin_mm: float | None = None):
-    """The grid ``ImplicitVesselModel.grid`` makes for a box (same size rule, same voxel cap)."""
-    from vesselfield.methods.inr import ImplicitVesselModel, inr_config
+    from vesselfield.methods.inr import grid_over_box
 
-    lo, hi = np.asarray(bounds_mm, dtype=np.float64)
-    box = ImplicitVesselModel(None, (lo + hi) / 2, 1.0, np.stack([lo, hi]), ["box"], inr_config())
-    return box.grid(spacing_mm, margin_mm)
+    return grid_over_box(bounds_mm, spacing_mm, margin_mm)
 
 
 def _union_bounds(boxes) -> np.ndarray:

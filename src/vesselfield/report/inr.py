@@ -41,10 +41,10 @@ import numpy as np
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.atomic import write_text_atomic
 from vesselfield.report.xray import (
-    _CSS,
     _WORLD_AXIS_LABELS,
     _figure,
     _figure_html,
+    _html_head,
     _format_info,
     _metric_rows,
     _save_png,
@@ -569,11 +569,7 @@ def write_inr_report(
                         "normal, nesting; non-positive values left out)."))
 
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        *_html_head(title),
         '<p class="note">Implicit neural SDF fitted to surface points (Alblas et al., STACOM 2022; IGR, '
         "Gropp et al., ICML 2020).</p>",
         "<h2>Summary</h2>",

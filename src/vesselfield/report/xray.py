@@ -647,6 +647,17 @@ def _metric_rows(metrics: Mapping[str, Any]) -> list:
     return rows
 
 
+def _html_head(title: str) -> list:
+    """The first lines of a self-contained report page: doctype, title, style, heading."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
 def write_xray_report(
     out_dir,
     *,
@@ -760,11 +771,7 @@ def write_xray_report(
                         "Loss terms of log.csv against the iteration (log scale; non-positive values left out)."))
 
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
+        *_html_head(title),
         "<h2>Summary</h2>",
         _table(("item", "value"), _summary_rows(geometry, kind, occupancy, thr, metrics, info)),
         "<h2>Metrics</h2>",
