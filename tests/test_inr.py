@@ -1,7 +1,5 @@
 """Implicit neural vessel models (Alblas et al. 2022, IGR): network, losses, fitting, nesting, files."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -140,7 +138,6 @@ def capsule_sdf(p, radius=3.0, half_length=15.0):
 
 
 def capsule_points(n, radius=3.0, half_length=15.0, seed=0):
-    rng = np.random.default_rng(seed)
     import trimesh
 
     mesh = trimesh.creation.capsule(height=2 * half_length, radius=radius, count=[32, 32])

@@ -108,12 +108,7 @@ def test_cli_fit_points_contract_resume_and_refusals(tmp_path, capsys):
     # Near the surface the SDF is a distance in mm (deep inside, 100 iterations do not get there).
     probe = SPHERE_CENTER + np.array([[SPHERE_RADIUS - 1.0, 0.0, 0.0], [0.0, SPHERE_RADIUS + 2.0, 0.0]])
     assert model.sdf(probe) == pytest.approx([-1.0, 2.0], abs=0.3)
-    try:
-        import vesselfield.report.inr  # noqa: F401 (written alongside; skip the check until it exists)
-    except ModuleNotFoundError:
-        pass
-    else:
-        assert "data:image/png;base64" in (out / "report.html").read_text()
+    assert "data:image/png;base64" in (out / "report.html").read_text()
 
     # An earlier run is there: refuse it without --resume, refuse a changed configuration on resume.
     expect_user_error(capsys, args, "--resume")
@@ -341,3 +336,24 @@ def test_python_api_checks_normals_shape():
     points, normals = sphere_points(100)
     with pytest.raises(VesselfieldError, match="shape of the points"):
         inr.fit_implicit_sdf(points, normals[:-1], config=inr_config(iterations=1, **TINY), device="cpu")
+
+
+def test_an_inside_that_reaches_the_grid_border_is_flagged_not_cfd_ready():
+    from vesselfield.grid import VolumeGrid
+    from vesselfield.methods.inr_files import _mesh_of, inside_at_border_fraction
+
+    k = np.arange(10, dtype=np.float32)
+    grid = VolumeGrid((10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    # A closed sphere of radius 3 in the middle: nothing inside at the border.
+    i, j, kk = np.meshgrid(k, k, k, indexing="ij")
+    sphere = np.sqrt((i - 4.5) ** 2 + (j - 4.5) ** 2 + (kk - 4.5) ** 2) - 3.0
+    assert inside_at_border_fraction(sphere) == 0.0
+    mesh, info, warning = _mesh_of(sphere, grid)
+    assert warning is None and info["inside_at_grid_border"] == 0.0
+    # A half-space z < 4.5 (a "leak"): the face z = 0 is inside (100 voxels), z = 9 outside, and
+    # half of each of the four side faces (4 x 50): 300 of the 600 face voxels.
+    leak = np.broadcast_to(kk - 4.5, (10, 10, 10)).astype(np.float32)
+    assert inside_at_border_fraction(leak) == pytest.approx(0.5)
+    _, info, warning = _mesh_of(leak, grid)
+    assert info["inside_at_grid_border"] == pytest.approx(0.5)
+    assert "inside reaches the edge of the grid (50.0 %" in warning

@@ -124,3 +124,28 @@ def test_cli_rejects_bad_input_with_exit_2(capsys, tmp_path, args, message):
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_normals_option_passes_outward_mesh_normals_and_settings_cannot_mix(study, capsule, tmp_path):
+    seen = []
+
+    def recording_fit(points, normals=None, **kwargs):
+        seen.append((points, normals))
+        return fit_implicit_sdf(points, normals, **kwargs)
+
+    rows = R.run_robustness_study([capsule], counts=(30,), repeats=1, iterations=20, n_held_out=50,
+                                  out_dir=tmp_path / "n", progress=False, config_overrides=TINY,
+                                  fit=recording_fit, normals=True)
+    points, normals = seen[0]
+    assert normals.shape == points.shape
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    # Outward on the capsule (axis z through the origin): the normal points away from the axis
+    # segment's nearest point.
+    axis_point = np.stack([0 * points[:, 0], 0 * points[:, 1],
+                           np.clip(points[:, 2], -HEIGHT_MM / 2, HEIGHT_MM / 2)], axis=1)
+    assert np.all(np.sum((points - axis_point) * normals, axis=1) > 0.9 * RADIUS_MM)
+    assert rows[0]["normals"] == "yes" and "with the mesh normals" in (tmp_path / "n" / "summary.md").read_text()
+    # The module's study was run without normals: resuming it with normals is refused.
+    out, _ = study
+    with pytest.raises(VesselfieldError, match="normals 'no', not 'yes'"):
+        R.run_robustness_study([capsule], counts=(30, 60), repeats=2, out_dir=out, progress=False, normals=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from vesselfield.io import load_volume
 from vesselfield.io.images import save_image_npy, save_mask_png
 from vesselfield.methods.xray import (
     METHODS,
-    XrayConfig,
     check_views,
     config_from_dict,
     reconstruct_xray,

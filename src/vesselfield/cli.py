@@ -469,6 +469,7 @@ def study_robustness_cmd(
     spacing: float = typer.Option(1.0, "--spacing", help="Voxel size in mm of the reference volumes of simvascular, aaa:* and mesh files."),
     frame: str = typer.Option("LPS", "--frame", help="Frame of the mesh files: LPS or RAS."),
     scale_to_mm: float = typer.Option(1.0, "--scale-to-mm", help="Millimetres per unit of the mesh files (10 for cm)."),
+    normals: bool = typer.Option(False, "--normals", help="Also fit the mesh's outward normals at the points (IGR normal term; the paper fits bare points)."),
     quiet: bool = typer.Option(False, "--quiet", help="No line per fit."),
 ):
     """Robustness to sparsity (the paper's Fig. 3): DSC and ASD against the number of surface points."""
@@ -484,7 +485,7 @@ def study_robustness_cmd(
     resolved = resolve_shapes(shapes, spacing_mm=spacing, frame=frame, scale_to_mm=scale_to_mm)
     run_robustness_study(resolved, counts=counts, repeats=repeats, preset=preset, iterations=iterations,
                          n_held_out=n_held_out, out_dir=out, workers=workers, seed=seed, device=device,
-                         progress=not quiet, command=shlex.join(["vesselfield", *sys.argv[1:]]))
+                         normals=normals, progress=not quiet, command=shlex.join(["vesselfield", *sys.argv[1:]]))
     _done([out / "results.csv", out / "summary.md", out / "boxplot_dice.png", out / "boxplot_asd.png"])
 
 

@@ -7,9 +7,11 @@ set of shapes:
 
 - a shape is a :class:`StudyShape`: a name, a closed surface mesh (world LPS mm), and a reference
   occupancy volume (bool) with its :class:`~vesselfield.grid.VolumeGrid`;
-- for every (count, repeat), ``count`` points are drawn uniformly by area on the mesh (no normals:
-  the paper fits bare point clouds) with a seed derived from ``(seed, count, repeat)``, and a
-  model is fitted (:func:`~vesselfield.methods.inr.fit_implicit_sdf`);
+- for every (count, repeat), ``count`` points are drawn uniformly by area on the mesh with a seed
+  derived from ``(seed, count, repeat)``, and a model is fitted
+  (:func:`~vesselfield.methods.inr.fit_implicit_sdf`): from the bare points by default, as the
+  paper does, or with the mesh faces' outward normals at the points (``normals=True``, the IGR
+  normal term);
 - **DSC**: ``model SDF < 0`` at the reference grid's voxel centres against the reference, the
   grid cropped to the reference's box plus 10 mm (:func:`crop_to_reference`: large image grids
   cost more to evaluate than a fit);
@@ -59,7 +61,7 @@ CROP_MARGIN_MM = 10.0
 MIN_COUNT = 10
 #: Columns of ``results.csv``, in order.
 CSV_COLUMNS = ("shape", "n_points", "repeat", "sample_seed", "dice", "asd_mm", "fit_seconds", "iterations",
-               "stopped", "preset", "device", "error")
+               "stopped", "preset", "normals", "device", "error")
 #: Names :func:`resolve_shapes` knows besides mesh files and ``aaa:SEED[:SURFACE]``.
 NAMED_SHAPES = ("vmtk-aorta", "simvascular")
 _MESH_SUFFIXES = (".stl", ".ply", ".obj", ".vtp")
@@ -292,18 +294,19 @@ def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid:
 
 
 def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_out: int, config,
-             device: str, mesh_grid: VolumeGrid | None, fit: Callable) -> dict:
+             device: str, mesh_grid: VolumeGrid | None, fit: Callable, normals: bool = False) -> dict:
     from vesselfield.metrics.surface import sample_surface_points
     from vesselfield.methods.inr import sample_mesh_surface
 
     sample_seed = derived_seed(seed, count, repeat)
     row = {"shape": shape.name, "n_points": int(count), "repeat": int(repeat), "sample_seed": sample_seed,
-           "preset": config.preset, "device": device, "error": ""}
+           "preset": config.preset, "normals": "yes" if normals else "no", "device": device, "error": ""}
     try:
-        points, _normals = sample_mesh_surface(shape.mesh, int(count), seed=sample_seed)
+        points, point_normals = sample_mesh_surface(shape.mesh, int(count), seed=sample_seed)
         held_out = sample_surface_points(shape.mesh.vertices, shape.mesh.faces, int(n_held_out),
                                          seed=derived_seed(seed, count, repeat, 1))
-        result = fit(points, config=dataclasses.replace(config, seed=sample_seed), device=device)
+        result = fit(points, normals=point_normals if normals else None,
+                     config=dataclasses.replace(config, seed=sample_seed), device=device)
         row.update(fit_seconds=float(result.seconds), iterations=int(result.iterations), stopped=result.stopped)
         row.update(evaluate_model(result.model, shape, held_out, mesh_grid))
     except VesselfieldError as exc:
@@ -403,10 +406,10 @@ def write_summary(rows: Sequence[dict], out_dir, *, command: str, machine: str, 
     return path
 
 
-def _default_command(shapes, counts, repeats, out_dir, preset, iterations, workers, seed) -> str:
+def _default_command(shapes, counts, repeats, out_dir, preset, iterations, workers, seed, normals) -> str:
     words = ["vesselfield", "study", "robustness", "--shapes", *[s.name for s in shapes],
              "--counts", *[str(c) for c in counts], "--repeats", str(repeats), "--out", str(out_dir),
-             "--preset", preset, "--seed", str(seed)]
+             "--preset", preset, "--seed", str(seed)] + (["--normals"] if normals else [])
     if iterations is not None:
         words += ["--iterations", str(iterations)]
     if workers != 1:
@@ -455,6 +458,7 @@ def run_robustness_study(
     command: str | None = None,
     config_overrides: dict | None = None,
     fit: Callable | None = None,
+    normals: bool = False,
 ) -> list[dict]:
     """Fit ``repeats`` models per shape and point count; DSC, ASD and fit time per fit.
 
@@ -476,6 +480,8 @@ def run_robustness_study(
         config_overrides: further :class:`~vesselfield.methods.inr.InrConfig` settings (e.g. tiny
             networks in tests); recorded in ``summary.md``.
         fit: the fitting function (default :func:`~vesselfield.methods.inr.fit_implicit_sdf`).
+        normals: also fit the mesh faces' outward normals at the sampled points (IGR normal term);
+            the paper fits bare points (False).
 
     Returns:
         All rows of ``results.csv`` (with earlier runs' rows), in shape, count, repeat order, as read
@@ -499,6 +505,12 @@ def run_robustness_study(
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
     rows = _read_rows(csv_path)
+    wanted = {"preset": config.preset, "normals": "yes" if normals else "no"}
+    for row in rows:
+        for column, value in wanted.items():
+            if row.get(column, value) not in ("", value):
+                raise VesselfieldError(f"{csv_path} holds fits with {column} {row[column]!r}, not {value!r}: "
+                                       "resume with the same settings or use another output folder")
     done = {_key(r) for r in rows}
     # Repeat by repeat, so that a study stopped early has as many repeats of every shape and count.
     todo = [(s, c, r) for r in range(int(repeats)) for s in shapes for c in counts if (s.name, c, r) not in done]
@@ -521,7 +533,8 @@ def run_robustness_study(
                   f"ASD {float(row.get('asd_mm', math.nan)):.3f} mm, fit {float(row.get('fit_seconds', math.nan)):.0f} s "
                   f"({time.time() - start:.0f} s elapsed){' ' + row['error'] if row.get('error') else ''}", flush=True)
 
-    kwargs = dict(seed=int(seed), n_held_out=int(n_held_out), config=config, device=device, fit=fit)
+    kwargs = dict(seed=int(seed), n_held_out=int(n_held_out), config=config, device=device, fit=fit,
+                  normals=bool(normals))
     if int(workers) == 1 or len(todo) <= 1:
         for shape, count, repeat in todo:
             record(_fit_one(shape, count, repeat, mesh_grid=grids[shape.name], **kwargs))
@@ -541,11 +554,11 @@ def run_robustness_study(
     write_text_atomic(csv_path, _csv_text(rows))
     settings = (f"preset {config.preset}, {config.iterations} iterations, counts {', '.join(map(str, counts))}, "
                 f"{int(repeats)} repeat(s), {int(n_held_out)} held-out points, seed {int(seed)}, "
-                f"{int(workers)} worker(s), no normals"
+                f"{int(workers)} worker(s), {'with the mesh normals' if normals else 'no normals'}"
                 + "".join(f", {k}={v}" for k, v in (config_overrides or {}).items()))
     return write_study_report(out, settings=settings, device=device,
                               command=command or _default_command(shapes, counts, repeats, out, preset, iterations,
-                                                                  workers, seed))
+                                                                  workers, seed, normals))
 
 
 def write_study_report(out_dir, *, settings: str, command: str, device: str = "cpu") -> list[dict]:

@@ -209,7 +209,22 @@ def _mesh_of(sdf: np.ndarray, grid):
     except VesselfieldError as exc:
         return None, None, f"no mesh: {exc}"
     summary = mesh_summary(mesh)
+    summary["inside_at_grid_border"] = inside_at_border_fraction(sdf)
     return mesh, summary, _cfd_warning(summary)
+
+
+def inside_at_border_fraction(sdf: np.ndarray) -> float:
+    """Fraction of a grid's border voxels where the SDF is negative (inside).
+
+    The output grid covers the points' box plus a margin, so a closed surface through the points
+    never reaches its border: inside voxels there mean the fitted field did not close around the
+    points (the inside "leaks" out of the domain, e.g. between the branches of a sparsely sampled
+    vessel tree fitted without normals).
+    """
+    sdf = np.asarray(sdf)
+    faces = [sdf[0], sdf[-1], sdf[:, 0], sdf[:, -1], sdf[:, :, 0], sdf[:, :, -1]]
+    inside = sum(int(np.count_nonzero(f < 0)) for f in faces)
+    return inside / float(sum(f.size for f in faces))
 
 
 def _cfd_warning(summary: dict) -> str | None:
@@ -218,6 +233,10 @@ def _cfd_warning(summary: dict) -> str | None:
         problems.append("it is not watertight")
     if summary["components"] != 1:
         problems.append(f"it has {summary['components']} separate components")
+    if summary.get("inside_at_grid_border", 0.0) > 0:
+        problems.append(f"its inside reaches the edge of the grid ({100 * summary['inside_at_grid_border']:.1f} % "
+                        "of the border voxels): the surface did not close around the points; fit with normals "
+                        "or more points, or fit the vessel in pieces and blend them")
     return None if not problems else "the mesh is not CFD-ready: " + " and ".join(problems)
 
 
@@ -756,6 +775,7 @@ def blend_files(
     except VesselfieldError as exc:
         raise VesselfieldError(f"the blended SDF has no surface: {exc}") from None
     info = mesh_summary(mesh)
+    info["inside_at_grid_border"] = inside_at_border_fraction(sdf)
     warning = _cfd_warning(info)
     if warning and info["components"] > 1:
         warning += " (the models do not touch: check their placement or raise --k)"
