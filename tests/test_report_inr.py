@@ -223,6 +223,11 @@ def test_minimal_report_has_slices_only(two_surfaces, tmp_path):
     text = written["report"].read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 1
     assert "lumen, wall" in text and "No metrics were given." in text
+    assert 'class="warning"' not in text
+    warned = write_inr_report(tmp_path / "w", model=model, resolution=31, warnings=["the mesh is <not> CFD-ready"])
+    text = warned["report"].read_text(encoding="utf-8")
+    # Shown before the summary, HTML-escaped.
+    assert text.index("Warning: the mesh is &lt;not&gt; CFD-ready") < text.index("<h2>Summary</h2>")
     with pytest.raises(VesselfieldError, match="metrics"):
         write_inr_report(tmp_path, model=model, metrics=[0.9])
     with pytest.raises(VesselfieldError, match="pass points too"):

@@ -246,15 +246,11 @@ def _final_losses(log: list) -> dict:
     return {k: v for k, v in log[-1].items() if k not in ("iteration", "time_s")}
 
 
-def _write_report(out: Path, *, model, points, log, mesh, title: str | None = None) -> dict:
-    try:
-        from vesselfield.report.inr import write_inr_report
-    except ModuleNotFoundError as exc:
-        if exc.name != "vesselfield.report.inr":
-            raise
-        print("warning: vesselfield.report.inr is not available: no report.html written")
-        return {}
-    paths = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=None, title=title)
+def _write_report(out: Path, *, model, points, log, mesh, title: str | None = None, warnings=()) -> dict:
+    from vesselfield.report.inr import write_inr_report
+
+    paths = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=None, title=title,
+                             warnings=warnings)
     # The report names its figures "slices", "mesh", ...: keep them apart from the fit's own files.
     return {key if key == "report" else f"figure_{key}": path for key, path in paths.items()}
 
@@ -341,7 +337,8 @@ def _fit_one_surface(verb: str, points, normals, out, *, config, spacing_mm, dev
     _write_json(out / SUMMARY_NAME, summary)
     paths["summary"] = out / SUMMARY_NAME
     if report:
-        paths.update(_write_report(out, model=model, points=points, log=result.log, mesh=mesh))
+        paths.update(_write_report(out, model=model, points=points, log=result.log, mesh=mesh,
+                                   warnings=summary["warnings"]))
     return {"paths": paths, "model": model, "summary": summary, "result": result}
 
 
@@ -672,12 +669,13 @@ def fit_nested_files(
     if report:
         if separate:
             for name, p, run_dir, mesh in zip(names, point_sets, run_dirs, meshes):
-                rep = _write_report(run_dir, model=models[name], points=p, log=results[name].log, mesh=mesh)
+                rep = _write_report(run_dir, model=models[name], points=p, log=results[name].log, mesh=mesh,
+                                    warnings=[w for w in warnings if w.startswith(f"{name}: ")])
                 paths.update({f"{key}_{name}": v for key, v in rep.items()})
         else:
             # The slices show every surface's zero level; the 3D view the outermost surface.
             paths.update(_write_report(out, model=joint, points=point_sets, log=results[names[0]].log,
-                                       mesh=meshes[-1]))
+                                       mesh=meshes[-1], warnings=warnings))
     return {"paths": paths, "models": models, "model": joint, "summary": summary, "nesting": nesting,
             "results": results}
 

@@ -497,6 +497,7 @@ def write_inr_report(
     title: str | None = None,
     held_out=None,
     resolution: int = 200,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write the figures (``figure_*.png``, see :data:`FIGURE_FILES`) and ``report.html`` into ``out_dir``.
 
@@ -515,6 +516,8 @@ def write_inr_report(
         held_out: optional held-out surface points (same forms as ``points``, which it needs), not
             used in the fit: a second panel of ``figure_points.png`` and a row of residuals.
         resolution: samples along the longest side of each slice (see :func:`sdf_slices`).
+        warnings: one-line problems of the fit (e.g. "the mesh is not CFD-ready: ..."), shown
+            first in the report.
 
     Returns:
         ``{"slices", "points", "mesh", "losses", "report": Path}``, the keys of what was written.
@@ -572,6 +575,7 @@ def write_inr_report(
         *_html_head(title),
         '<p class="note">Implicit neural SDF fitted to surface points (Alblas et al., STACOM 2022; IGR, '
         "Gropp et al., ICML 2020).</p>",
+        *(f'<p class="warning">Warning: {html.escape(str(w))}</p>' for w in warnings),
         "<h2>Summary</h2>",
         _table(("item", "value"), _summary_rows(model, fits)),
     ]

@@ -556,6 +556,7 @@ figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
 .note { color: #666; font-size: 0.9em; }
+.warning { background: #fff4e5; border-left: 4px solid #e08a00; padding: 0.4em 0.8em; }
 """
 
 
