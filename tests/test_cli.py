@@ -27,10 +27,14 @@ SMALL_GEOMETRY = {
 
 
 def run_cli(*args):
-    """Run the real console script; returns (returncode, stdout, stderr)."""
+    """Run the real console script; returns (returncode, stdout, stderr).
+
+    The timeout only guards against a hang (it is generous so a loaded CI machine never fails a
+    correct run); no test asserts a duration.
+    """
     exe = Path(sys.executable).with_name("vesselfield")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "vesselfield.cli"]
-    p = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=1200)
     return p.returncode, p.stdout, p.stderr
 
 

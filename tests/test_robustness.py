@@ -149,3 +149,21 @@ def test_normals_option_passes_outward_mesh_normals_and_settings_cannot_mix(stud
     out, _ = study
     with pytest.raises(VesselfieldError, match="normals 'no', not 'yes'"):
         R.run_robustness_study([capsule], counts=(30, 60), repeats=2, out_dir=out, progress=False, normals=True)
+
+
+def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, capsule, tmp_path):
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)  # the module's study, with whatever earlier tests added to it
+    with open(copy / "results.csv", newline="") as fh:
+        before = list(csv.DictReader(fh))
+    other = capsule._replace(name="capsule-b")
+    # The new shape is named first on the command line; the table keeps the old shape first.
+    again = R.run_robustness_study([other, capsule], counts=(30,), repeats=1, iterations=20, n_held_out=50,
+                                   out_dir=copy, progress=False, config_overrides=TINY)
+    keys = [(r["shape"], int(r["n_points"]), int(r["repeat"])) for r in again]
+    assert len(before) >= 4 and keys[-1] == ("capsule-b", 30, 0)
+    assert keys[:-1] == sorted(keys[:-1]) and {k[0] for k in keys[:-1]} == {"capsule"}
+    assert [r["dice"] for r in again[:-1]] == [r["dice"] for r in before]

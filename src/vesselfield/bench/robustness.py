@@ -512,6 +512,9 @@ def run_robustness_study(
                 raise VesselfieldError(f"{csv_path} holds fits with {column} {row[column]!r}, not {value!r}: "
                                        "resume with the same settings or use another output folder")
     done = {_key(r) for r in rows}
+    # Rows are kept in shape order (earlier runs' shapes first, then this run's, as given), count
+    # and repeat: a study extended by another run keeps its table and figure order.
+    shape_order = list(dict.fromkeys([r["shape"] for r in rows] + [s.name for s in shapes]))
     # Repeat by repeat, so that a study stopped early has as many repeats of every shape and count.
     todo = [(s, c, r) for r in range(int(repeats)) for s in shapes for c in counts if (s.name, c, r) not in done]
 
@@ -548,9 +551,7 @@ def run_robustness_study(
             for future in as_completed(futures):
                 record(future.result())
 
-    order = {(s.name, c, r): i for i, (s, c, r) in enumerate((s, c, r) for s in shapes for c in counts
-                                                                for r in range(int(repeats)))}
-    rows.sort(key=lambda r: order.get(_key(r), len(order)))
+    rows.sort(key=lambda r: (shape_order.index(r["shape"]), *_key(r)[1:]))
     write_text_atomic(csv_path, _csv_text(rows))
     settings = (f"preset {config.preset}, {config.iterations} iterations, counts {', '.join(map(str, counts))}, "
                 f"{int(repeats)} repeat(s), {int(n_held_out)} held-out points, seed {int(seed)}, "
