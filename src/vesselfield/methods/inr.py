@@ -21,7 +21,7 @@ paper's network (6 x 256 ReLU, skip into the third layer, Adam 1e-4, 25,000 iter
 per shape on a GPU, far longer on a CPU); ``fast`` is a 4 x 128 Softplus MLP at Adam 1e-3 for
 1500 iterations (about 25-55 s per shape on one CPU thread for 100-1000 points). Measured on the
 vmtk aorta (Dice against its level set; docs/benchmarks.md): median 0.922 from 100 bare points
-and 0.962 from 1000 (with normals 0.930 and 0.974); hash-grid features instead of the plain MLP
+and 0.955 from 1000 over 20 fits each (with normals 0.930 and 0.974); hash-grid features instead of the plain MLP
 were worse from sparse points. The paper's network stopped at 1500 steps
 (``inr_config("paper", iterations=1500)``, about 3x slower) did better from 400 points and no
 better from 100-200. ``encoding="hash"`` remains available.
