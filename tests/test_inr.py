@@ -241,3 +241,18 @@ def test_fit_on_cuda_matches_the_cpu_classification():
     gpu = fit_implicit_sdf(points, config=inr_config(iterations=200), device="cuda").model
     grid = cpu.grid(0.5)
     assert dice(gpu.sdf_volume(grid) < 0, cpu.sdf_volume(grid) < 0) > 0.95
+
+
+def test_grid_over_box_sizes_and_caps():
+    from vesselfield.methods.inr import grid_over_box
+
+    box = np.array([[0.0, 0.0, 0.0], [10.0, 20.0, 4.0]])
+    grid = grid_over_box(box, 1.0, 0.0)
+    # 10 mm at 1 mm: 11 voxel centres from 0 to 10 (ceil(10 / 1) + 1), centred on the box.
+    assert grid.shape == (11, 21, 5)
+    assert np.allclose(grid.origin, box[0]) and np.allclose(grid.origin + (np.array(grid.shape) - 1) * grid.spacing, box[1])
+    assert grid_over_box(box, 2.0).shape == (16, 21, 13)  # default margin 5 spacings = 10 mm each side
+    with pytest.raises(VesselfieldError, match="use a coarser spacing"):
+        grid_over_box(box, 1.0, 0.0, max_voxels=11 * 21 * 5 - 1)
+    with pytest.raises(VesselfieldError, match="positive"):
+        grid_over_box(box, 0.0)

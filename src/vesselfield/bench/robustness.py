@@ -85,13 +85,10 @@ class StudyShape(NamedTuple):
 
 # ================================================================================ shapes
 def _box_grid(lo: np.ndarray, hi: np.ndarray, spacing_mm: float, margin_mm: float) -> VolumeGrid:
-    spacing_mm = float(spacing_mm)
-    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
-        raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
-    shape = np.ceil((hi - lo + 2 * margin_mm) / spacing_mm).astype(int) + 1
-    if int(np.prod(shape)) > 400 ** 3:
-        raise VesselfieldError(f"a {spacing_mm} mm grid over this shape has {tuple(shape)} voxels: use a coarser spacing")
-    return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)
+    # Reference volumes are voxelised from meshes and evaluated once per fit: capped below a fit's grid.
+    from vesselfield.methods.inr import grid_over_box
+
+    return grid_over_box(np.stack([lo, hi]), spacing_mm, margin_mm, max_voxels=400 ** 3)
 
 
 def shape_from_mesh(name: str, mesh, spacing_mm: float = 1.0, margin_mm: float | None = None) -> StudyShape:

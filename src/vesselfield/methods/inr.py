@@ -176,16 +176,17 @@ def check_normals(normals, points: np.ndarray, what: str = "normals") -> np.ndar
 
 
 # ----------------------------------------------------------------------------------- model
-def grid_over_box(bounds_mm, spacing_mm: float = 1.0, margin_mm: float | None = None) -> VolumeGrid:
+def grid_over_box(bounds_mm, spacing_mm: float = 1.0, margin_mm: float | None = None, *,
+                  max_voxels: int = 512 ** 3) -> VolumeGrid:
     """An isotropic grid over the box ``bounds_mm`` ((2, 3): lo, hi; mm) plus ``margin_mm`` on every
-    side (default 5 spacings); at most 512^3 voxels (a one-line error otherwise)."""
+    side (default 5 spacings); at most ``max_voxels`` voxels (a one-line error otherwise)."""
     spacing_mm = float(spacing_mm)
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
     margin = 5 * spacing_mm if margin_mm is None else float(margin_mm)
     lo, hi = np.asarray(bounds_mm, dtype=np.float64)
     shape = np.ceil((hi - lo + 2 * margin) / spacing_mm).astype(int) + 1
-    if int(np.prod(shape)) > 512 ** 3:
+    if int(np.prod(shape)) > int(max_voxels):
         raise VesselfieldError(f"a {spacing_mm} mm grid over this shape would have {tuple(shape)} voxels: use a coarser spacing")
     return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)
 

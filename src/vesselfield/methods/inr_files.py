@@ -83,12 +83,6 @@ def default_spacing_mm(bounds_mm) -> float:
     return float(f"{float((hi - lo).max()) / VOXELS_PER_EXTENT:.2g}")
 
 
-def _box_grid(bounds_mm, spacing_mm: float, margin_mm: float | None = None):
-    from vesselfield.methods.inr import grid_over_box
-
-    return grid_over_box(bounds_mm, spacing_mm, margin_mm)
-
-
 def _union_bounds(boxes) -> np.ndarray:
     boxes = [np.asarray(b, dtype=np.float64) for b in boxes]
     return np.stack([np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)])
@@ -202,15 +196,22 @@ def _write_json(path, data) -> None:
 # ------------------------------------------------------------------------------------ pieces
 def _mesh_of(sdf: np.ndarray, grid):
     """(mesh or None, mesh summary or None, warning or None) of the zero level of an SDF volume."""
-    from vesselfield.meshing.marching_cubes import mesh_from_volume, mesh_summary
+    from vesselfield.meshing.marching_cubes import mesh_from_volume
 
     try:
         mesh = mesh_from_volume(sdf, grid, 0.0, inside="below")
     except VesselfieldError as exc:
         return None, None, f"no mesh: {exc}"
+    return (mesh, *_checked_summary(mesh, sdf))
+
+
+def _checked_summary(mesh, sdf: np.ndarray) -> tuple[dict, str | None]:
+    """(mesh summary with ``inside_at_grid_border``, CFD warning or None) of a mesh of ``sdf``'s zero level."""
+    from vesselfield.meshing.marching_cubes import mesh_summary
+
     summary = mesh_summary(mesh)
     summary["inside_at_grid_border"] = inside_at_border_fraction(sdf)
-    return mesh, summary, _cfd_warning(summary)
+    return summary, _cfd_warning(summary)
 
 
 def inside_at_border_fraction(sdf: np.ndarray) -> float:
@@ -294,10 +295,11 @@ def _fit_one_surface(verb: str, points, normals, out, *, config, spacing_mm, dev
                      inputs: dict, command: str, extra_files: dict | None = None) -> dict:
     """The shared tail of ``fit points`` and ``fit mesh``: checks, fit, outputs."""
     from vesselfield.io import save_mesh, save_points, save_volume
+    from vesselfield.methods.inr import grid_over_box
 
     bounds = _points_bounds([points])
     spacing = spacing_mm if spacing_mm is not None else default_spacing_mm(bounds)
-    grid = _box_grid(bounds, spacing)  # the size check, before the fit
+    grid = grid_over_box(bounds, spacing)  # the size check, before the fit
     _validate_device(device)
     inputs = {**inputs, "points_sha256": [_digest(points, normals)], "spacing_mm": spacing, "device": device}
     _check_run_folder(out, [out], config, inputs, resume)
@@ -559,7 +561,7 @@ def fit_nested_files(
         every name, "model": the joint model or None, "summary", "nesting", "results"}``.
     """
     from vesselfield.io import save_mesh, save_points, save_volume
-    from vesselfield.methods.inr import check_normals, check_points
+    from vesselfield.methods.inr import check_normals, check_points, grid_over_box
 
     paths_in = [Path(p) for p in (surface_paths or [])]
     if len(paths_in) < 2:
@@ -582,7 +584,7 @@ def fit_nested_files(
     out = _check_out(out_dir)
     bounds = _points_bounds(point_sets)
     spacing = spacing_mm if spacing_mm is not None else default_spacing_mm(bounds)
-    grid = _box_grid(bounds, spacing)
+    grid = grid_over_box(bounds, spacing)
     _validate_device(device)
     inputs = {
         "surfaces": [str(p.resolve()) for p in paths_in], "kinds": kinds, "names": names, "separate": bool(separate),
@@ -747,8 +749,8 @@ def blend_files(
         why the mesh is not ready for CFD meshing (not watertight, or not one component), else None.
     """
     from vesselfield.io import save_mesh, save_volume
-    from vesselfield.meshing.marching_cubes import mesh_from_volume, mesh_summary
-    from vesselfield.methods.inr import ImplicitVesselModel
+    from vesselfield.meshing.marching_cubes import mesh_from_volume
+    from vesselfield.methods.inr import ImplicitVesselModel, grid_over_box
 
     dirs = [Path(p) for p in (model_dirs or [])]
     if not dirs:
@@ -766,15 +768,13 @@ def blend_files(
     _validate_device(device)
     models = [ImplicitVesselModel.load(p, device=device) for p in dirs]
     channels = [_blend_channel(m, p, surface) for m, p in zip(models, dirs)]
-    grid = _box_grid(_union_bounds([m.bounds_mm for m in models]), spacing, margin)
+    grid = grid_over_box(_union_bounds([m.bounds_mm for m in models]), spacing, margin)
     sdf, inside = blend_sdf_volume(models, channels, grid, k)
     try:
         mesh = mesh_from_volume(sdf, grid, 0.0, inside="below")
     except VesselfieldError as exc:
         raise VesselfieldError(f"the blended SDF has no surface: {exc}") from None
-    info = mesh_summary(mesh)
-    info["inside_at_grid_border"] = inside_at_border_fraction(sdf)
-    warning = _cfd_warning(info)
+    info, warning = _checked_summary(mesh, sdf)
     if warning and info["components"] > 1:
         warning += " (the models do not touch: check their placement or raise --k)"
     summary = {
