@@ -65,7 +65,7 @@ def _write(out: Path, name: str, header: str, lines: list[str], data: dict) -> N
 def run_nested(args) -> None:
     from vesselfield.bench.robustness import shape_aaa
     from vesselfield.losses.igr import nesting_violation_fraction
-    from vesselfield.methods.inr import fit_implicit_sdf, inr_config, sample_mesh_surface
+    from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config, sample_mesh_surface
     from vesselfield.metrics import dice
     from vesselfield.phantoms.aaa import AAAPhantom
 
@@ -162,7 +162,7 @@ def _sdf_in_box(model, grid, margin_mm: float) -> np.ndarray:
 def run_blending(args) -> None:
     from vesselfield.bench.robustness import _MeshDistance, shape_simvascular_aortoiliac
     from vesselfield.meshing.marching_cubes import mesh_from_volume, mesh_summary
-    from vesselfield.methods.inr import fit_implicit_sdf, inr_config
+    from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
     from vesselfield.csg import union_all
     from vesselfield.metrics import dice
     from vesselfield.metrics.surface import sample_surface_points
@@ -236,7 +236,7 @@ def run_presets(args) -> None:
     import tempfile
 
     from vesselfield.bench.robustness import evaluate_model, resolve_shapes
-    from vesselfield.methods.inr import fit_implicit_sdf, inr_config, sample_mesh_surface
+    from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config, sample_mesh_surface
     from vesselfield.metrics.surface import sample_surface_points
 
     header = _setup(args.threads)

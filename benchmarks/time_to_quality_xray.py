@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from vesselfield.geometry import default_geometry
-from vesselfield.methods.xray import reconstruct_xray, xray_config
+from vesselfield.methods.sdf_car import reconstruct_xray, xray_config
 from vesselfield.metrics import cldice, dice
 from vesselfield.phantoms import TreePhantom, coronary_tree
 from vesselfield.render import project_volume, projection_mask

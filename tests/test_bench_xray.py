@@ -1,6 +1,6 @@
 """The X-ray benchmark harness (vesselfield.bench.xray) with fake reconstructions.
 
-The fakes below stand in for vesselfield.methods.xray: they are module-level so that spawned
+The fakes below stand in for vesselfield.methods.sdf_car: they are module-level so that spawned
 workers can unpickle them. "sdf-car" returns the ground truth, "neca" the truth shifted along x
 by 1 or 2 voxels (odd or even case number), "crash" raises, "die" kills its process. Every case
 lives on a 32³ x 3 mm grid seen by the papers' two views on 64² detectors: a job on a volume file

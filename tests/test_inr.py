@@ -14,7 +14,7 @@ from vesselfield.losses.igr import (
     spatial_gradient,
     surface_loss,
 )
-from vesselfield.methods.inr import (
+from vesselfield.methods.implicit_vessel import (
     INR_PRESETS,
     ImplicitVesselModel,
     InrConfig,
@@ -244,7 +244,7 @@ def test_fit_on_cuda_matches_the_cpu_classification():
 
 
 def test_grid_over_box_sizes_and_caps():
-    from vesselfield.methods.inr import grid_over_box
+    from vesselfield.methods.implicit_vessel import grid_over_box
 
     box = np.array([[0.0, 0.0, 0.0], [10.0, 20.0, 4.0]])
     grid = grid_over_box(box, 1.0, 0.0)

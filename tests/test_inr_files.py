@@ -17,8 +17,8 @@ import yaml
 from vesselfield.cli import main
 from vesselfield.errors import VesselfieldError
 from vesselfield.io import load_volume, save_points
-from vesselfield.methods import inr
-from vesselfield.methods.inr import ImplicitVesselModel, config_from_dict, inr_config
+from vesselfield.methods import implicit_vessel as inr
+from vesselfield.methods.implicit_vessel import ImplicitVesselModel, config_from_dict, inr_config
 from vesselfield.methods.inr_files import blend_files, fit_mesh_files, fit_nested_files, fit_points_files
 
 trimesh = pytest.importorskip("trimesh")

@@ -1,4 +1,4 @@
-"""The X-ray report (vesselfield.report.xray): figure pixels, overlay counts, HTML contents, input checks."""
+"""The X-ray report (vesselfield.report.sdf_car): figure pixels, overlay counts, HTML contents, input checks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from vesselfield.grid import VolumeGrid
 from vesselfield.meshing import mesh_from_volume
 from vesselfield.metrics import evaluate_volumes
 from vesselfield.render import project_volume
-from vesselfield.report.xray import (
+from vesselfield.report.sdf_car import (
     FIGURE_FILES,
     figure_error_overlay,
     figure_losses,

@@ -1,4 +1,4 @@
-"""The implicit-model report (vesselfield.report.inr): slice geometry, zero contours, residuals, HTML, boxplots.
+"""The implicit-model report (vesselfield.report.implicit_vessel): slice geometry, zero contours, residuals, HTML, boxplots.
 
 The models are untrained (iterations=0): the geometric initialisation already gives each channel a
 closed zero level around the points' centre (lumpy where the hash features add to it), enough for
@@ -16,8 +16,8 @@ import trimesh
 from matplotlib.image import imread
 
 from vesselfield.errors import VesselfieldError
-from vesselfield.methods.inr import fit_implicit_sdf, inr_config
-from vesselfield.report.inr import (
+from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
+from vesselfield.report.implicit_vessel import (
     FIGURE_FILES,
     figure_points,
     figure_robustness_boxplot,

@@ -15,7 +15,7 @@ import pytest
 from vesselfield.bench import robustness as R
 from vesselfield.cli import main
 from vesselfield.errors import VesselfieldError
-from vesselfield.methods.inr import fit_implicit_sdf
+from vesselfield.methods.implicit_vessel import fit_implicit_sdf
 
 torch = pytest.importorskip("torch")
 trimesh = pytest.importorskip("trimesh")

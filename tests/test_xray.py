@@ -15,7 +15,7 @@ from vesselfield.geometry import ConeBeamView, Geometry, save_geometry
 from vesselfield.grid import VolumeGrid
 from vesselfield.io import load_volume
 from vesselfield.io.images import save_image_npy, save_mask_png
-from vesselfield.methods.xray import (
+from vesselfield.methods.sdf_car import (
     METHODS,
     check_views,
     config_from_dict,

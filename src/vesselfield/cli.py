@@ -274,7 +274,7 @@ def benchmark_xray_cmd(
 ):
     """Simulate the views of every case, reconstruct with each method, evaluate, tabulate."""
     from vesselfield.bench.xray import run_xray_benchmark
-    from vesselfield.methods.xray import METHODS
+    from vesselfield.methods.sdf_car import METHODS
 
     rows = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out, preset=preset, masks_only=masks_only,
                               workers=workers, ray_address=ray_address, iterations=iterations,
@@ -476,7 +476,7 @@ def study_robustness_cmd(
     import shlex
 
     from vesselfield.bench.robustness import check_study_args, check_shape_specs, resolve_shapes, run_robustness_study
-    from vesselfield.methods.inr import inr_config
+    from vesselfield.methods.implicit_vessel import inr_config
 
     # Check everything cheap before loading shapes or fitting.
     check_study_args(counts, repeats, n_held_out, workers)

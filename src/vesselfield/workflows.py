@@ -287,7 +287,7 @@ def run_demo(out_dir, *, seed: int = 0, device: str = "auto", method: str = "sdf
     from vesselfield.io import save_mesh, save_volume
     from vesselfield.io.images import save_image_npy, save_mask_png
     from vesselfield.meshing import mesh_from_volume
-    from vesselfield.methods.xray import reconstruct_xray, xray_config
+    from vesselfield.methods.sdf_car import reconstruct_xray, xray_config
     from vesselfield.methods.xray_files import CONFIG_NAME, save_xray_outputs, write_config_yaml
     from vesselfield.phantoms import TreePhantom, coronary_tree
     from vesselfield.render import project_volume, projection_mask

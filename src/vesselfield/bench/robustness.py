@@ -9,7 +9,7 @@ set of shapes:
   occupancy volume (bool) with its :class:`~vesselfield.grid.VolumeGrid`;
 - for every (count, repeat), ``count`` points are drawn uniformly by area on the mesh with a seed
   derived from ``(seed, count, repeat)``, and a model is fitted
-  (:func:`~vesselfield.methods.inr.fit_implicit_sdf`): from the bare points by default, as the
+  (:func:`~vesselfield.methods.implicit_vessel.fit_implicit_sdf`): from the bare points by default, as the
   paper does, or with the mesh faces' outward normals at the points (``normals=True``, the IGR
   normal term);
 - **DSC**: ``model SDF < 0`` at the reference grid's voxel centres against the reference, the
@@ -26,7 +26,7 @@ Results go to ``out_dir``: ``results.csv`` (one row per fit, rewritten atomicall
 so a killed study resumes where it stopped: rows already there are skipped), ``summary.md``
 (median and IQR per shape and count; date, machine, torch version, command) and the box plots
 ``boxplot_dice.png`` and ``boxplot_asd.png``
-(:func:`~vesselfield.report.inr.figure_robustness_boxplot`).
+(:func:`~vesselfield.report.implicit_vessel.figure_robustness_boxplot`).
 
 Shape builders: :func:`shape_from_mesh` (reference by voxelising the mesh),
 :func:`shape_vmtk_aorta` (vmtk's final level set < 0), :func:`shape_simvascular_aortoiliac`,
@@ -86,7 +86,7 @@ class StudyShape(NamedTuple):
 # ================================================================================ shapes
 def _box_grid(lo: np.ndarray, hi: np.ndarray, spacing_mm: float, margin_mm: float) -> VolumeGrid:
     # Reference volumes are voxelised from meshes and evaluated once per fit: capped below a fit's grid.
-    from vesselfield.methods.inr import grid_over_box
+    from vesselfield.methods.implicit_vessel import grid_over_box
 
     return grid_over_box(np.stack([lo, hi]), spacing_mm, margin_mm, max_voxels=400 ** 3)
 
@@ -293,7 +293,7 @@ def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid:
 def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_out: int, config,
              device: str, mesh_grid: VolumeGrid | None, fit: Callable, normals: bool = False) -> dict:
     from vesselfield.metrics.surface import sample_surface_points
-    from vesselfield.methods.inr import sample_mesh_surface
+    from vesselfield.methods.implicit_vessel import sample_mesh_surface
 
     sample_seed = derived_seed(seed, count, repeat)
     row = {"shape": shape.name, "n_points": int(count), "repeat": int(repeat), "sample_seed": sample_seed,
@@ -463,7 +463,7 @@ def run_robustness_study(
         shapes: :class:`StudyShape` objects or ``(name, mesh, reference, grid)`` tuples.
         counts: points per fit (each >= 10); the paper's 100-1000 by default.
         repeats: fits per (shape, count), each with fresh points and initialisation (paper: 20).
-        preset: :func:`~vesselfield.methods.inr.inr_config` preset, ``fast`` or ``paper``.
+        preset: :func:`~vesselfield.methods.implicit_vessel.inr_config` preset, ``fast`` or ``paper``.
         iterations: override the preset's iterations.
         n_held_out: held-out surface points per fit for the ASD.
         spacing_mm: isotropic voxel size of the grid on which the predicted SDF is meshed for the
@@ -474,9 +474,9 @@ def run_robustness_study(
         device: ``cpu``, ``cuda`` or ``auto``.
         progress: print one line per fit.
         command: the command line recorded in ``summary.md`` (default: the equivalent CLI call).
-        config_overrides: further :class:`~vesselfield.methods.inr.InrConfig` settings (e.g. tiny
+        config_overrides: further :class:`~vesselfield.methods.implicit_vessel.InrConfig` settings (e.g. tiny
             networks in tests); recorded in ``summary.md``.
-        fit: the fitting function (default :func:`~vesselfield.methods.inr.fit_implicit_sdf`).
+        fit: the fitting function (default :func:`~vesselfield.methods.implicit_vessel.fit_implicit_sdf`).
         normals: also fit the mesh faces' outward normals at the sampled points (IGR normal term);
             the paper fits bare points (False).
 
@@ -485,7 +485,7 @@ def run_robustness_study(
         back from the file (string values).
     """
     from vesselfield.io.atomic import write_text_atomic
-    from vesselfield.methods.inr import fit_implicit_sdf, inr_config
+    from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
 
     counts = check_study_args(counts, repeats, n_held_out, workers)
     shapes = [_as_shape(s) for s in shapes]
@@ -562,7 +562,7 @@ def run_robustness_study(
 def write_study_report(out_dir, *, settings: str, command: str, device: str = "cpu") -> list[dict]:
     """``summary.md``, ``boxplot_dice.png`` and ``boxplot_asd.png`` from the ``results.csv`` in
     ``out_dir`` (also for a study that was stopped early); returns its rows."""
-    from vesselfield.report.inr import figure_robustness_boxplot
+    from vesselfield.report.implicit_vessel import figure_robustness_boxplot
 
     out = Path(out_dir)
     rows = _read_rows(out / "results.csv")

@@ -7,7 +7,7 @@ For every ground-truth volume (a *case*) and every method the harness
 2. simulates the two views with the projector: line integrals in mm of the occupancy
    (:func:`vesselfield.render.project_volume`, as NeCA and SDF-CAR do), or binary masks of them
    (:func:`vesselfield.render.projection_mask`) with ``masks_only``;
-3. reconstructs with :func:`vesselfield.methods.xray.reconstruct_xray` (or an injected callable
+3. reconstructs with :func:`vesselfield.methods.sdf_car.reconstruct_xray` (or an injected callable
    with the same signature);
 4. evaluates with :func:`vesselfield.metrics.evaluate_volumes` and keeps clDice, Dice, IoU,
    reError, Chamfer (the voxel-set variant of the SDF-CAR evaluation code, ``chamfer_voxel_mm``,
@@ -596,7 +596,7 @@ def _run_job(job: _Job) -> dict:
         row["device"] = str(device)
         reconstruct = job.reconstruct
         if reconstruct is None:
-            from vesselfield.methods.xray import reconstruct_xray as reconstruct
+            from vesselfield.methods.sdf_car import reconstruct_xray as reconstruct
         from vesselfield.io import save_volume
 
         grid = job.geometry.volume
@@ -921,11 +921,11 @@ def run_xray_benchmark(
             :func:`~vesselfield.geometry.default_geometry` (the papers' two views, 128³ x 0.8 mm).
         seed: config seed of every job.
         reconstruct: the reconstruction callable, with the signature of
-            :func:`vesselfield.methods.xray.reconstruct_xray` (the default, imported inside the
+            :func:`vesselfield.methods.sdf_car.reconstruct_xray` (the default, imported inside the
             worker); with workers > 1 or Ray it must be picklable (a module-level function).
         progress: a progress bar on stderr.
         make_config: ``make_config(method, preset, **overrides)`` -> config; default
-            :func:`vesselfield.methods.xray.xray_config`. Called here, before any job runs, so an
+            :func:`vesselfield.methods.sdf_car.xray_config`. Called here, before any job runs, so an
             unknown method or preset fails at once.
         command: the command line for the summary header; default, the equivalent CLI call.
 
@@ -945,7 +945,7 @@ def run_xray_benchmark(
     geometry_obj = _resolve_geometry(geometry)
     case_list = resolve_cases(cases, geometry_obj)
     if make_config is None:
-        from vesselfield.methods.xray import xray_config as make_config
+        from vesselfield.methods.sdf_car import xray_config as make_config
     overrides = {"seed": int(seed)}
     if iterations is not None:
         overrides["iterations"] = iterations

@@ -10,7 +10,7 @@ output folder) before it writes anything, and writes every file atomically. A fi
     DIR/config.yaml     the command, the inputs and every InrConfig field: what reruns it
     DIR/log.csv         one row per iteration (and checkpoint.pt, for --resume)
     DIR/summary.json    time, iterations, final losses, mesh checks (watertight, components, volume)
-    DIR/report.html     and its figures (:func:`vesselfield.report.inr.write_inr_report`)
+    DIR/report.html     and its figures (:func:`vesselfield.report.implicit_vessel.write_inr_report`)
     DIR/points.ply      (fit mesh) the sampled surface points and normals, so the fit can be rerun
 
 ``fit nested`` fits K surfaces (innermost first) in one network with K outputs (or, with
@@ -55,7 +55,7 @@ _POINT_SUFFIXES = (".npy", ".xyz", ".txt", ".csv")
 
 # ------------------------------------------------------------------------------------ settings
 def _make_config(preset: str, iterations, time_limit_s, overrides: dict | None, **more):
-    from vesselfield.methods.inr import inr_config
+    from vesselfield.methods.implicit_vessel import inr_config
 
     values = dict(overrides or {})
     if iterations is not None:
@@ -248,7 +248,7 @@ def _final_losses(log: list) -> dict:
 
 
 def _write_report(out: Path, *, model, points, log, mesh, title: str | None = None, warnings=()) -> dict:
-    from vesselfield.report.inr import write_inr_report
+    from vesselfield.report.implicit_vessel import write_inr_report
 
     paths = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=None, title=title,
                              warnings=warnings)
@@ -257,7 +257,7 @@ def _write_report(out: Path, *, model, points, log, mesh, title: str | None = No
 
 
 def _fit(points, normals, names, config, *, device, out: Path, resume: bool, progress: bool):
-    from vesselfield.methods.inr import fit_implicit_sdf
+    from vesselfield.methods.implicit_vessel import fit_implicit_sdf
 
     return fit_implicit_sdf(points, normals, names=names, config=config, device=device, out_dir=out,
                             resume=resume, progress=progress)
@@ -295,7 +295,7 @@ def _fit_one_surface(verb: str, points, normals, out, *, config, spacing_mm, dev
                      inputs: dict, command: str, extra_files: dict | None = None) -> dict:
     """The shared tail of ``fit points`` and ``fit mesh``: checks, fit, outputs."""
     from vesselfield.io import save_mesh, save_points, save_volume
-    from vesselfield.methods.inr import grid_over_box
+    from vesselfield.methods.implicit_vessel import grid_over_box
 
     bounds = _points_bounds([points])
     spacing = spacing_mm if spacing_mm is not None else default_spacing_mm(bounds)
@@ -368,19 +368,19 @@ def fit_points_files(
             or 6 with outward normals), in ``frame`` and file units (``scale_to_mm`` mm per unit).
         out_dir: output folder (see the module docstring for what it receives).
         use_normals: use the normals stored in the file (IGR normal term); an error if it has none.
-        preset: ``fast`` or ``paper`` (:data:`~vesselfield.methods.inr.INR_PRESETS`).
+        preset: ``fast`` or ``paper`` (:data:`~vesselfield.methods.implicit_vessel.INR_PRESETS`).
         iterations, time_limit_s: override the preset's iterations / stop after S seconds.
         spacing_mm: voxel size of ``sdf.nii.gz`` and of the mesh (default: :func:`default_spacing_mm`).
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: continue an interrupted fit in ``out_dir`` (same settings and points).
         progress: show a progress bar. report: write ``report.html`` and its figures.
-        overrides: further :class:`~vesselfield.methods.inr.InrConfig` fields (Python API only).
+        overrides: further :class:`~vesselfield.methods.implicit_vessel.InrConfig` fields (Python API only).
 
     Returns:
         ``{"paths": {name: Path}, "model": ImplicitVesselModel, "summary": dict, "result": FitResult}``.
     """
     from vesselfield.io import load_points
-    from vesselfield.methods.inr import check_normals, check_points
+    from vesselfield.methods.implicit_vessel import check_normals, check_points
 
     points_path = Path(points_path)
     points, normals = load_points(points_path, frame=frame, scale_to_mm=scale_to_mm)
@@ -429,7 +429,7 @@ def fit_mesh_files(
     Args:
         mesh_path: ``.stl`` / ``.ply`` / ``.obj`` / ``.vtp`` triangle surface in ``frame`` and file
             units (``scale_to_mm``: 10 for cm, e.g. SimVascular models).
-        n_points: points drawn uniformly by area (:func:`~vesselfield.methods.inr.sample_mesh_surface`).
+        n_points: points drawn uniformly by area (:func:`~vesselfield.methods.implicit_vessel.sample_mesh_surface`).
         seed: seed of the sampling (the fit's own seed is ``InrConfig.seed``).
         use_normals: use the faces' outward normals in the fit (IGR normal term).
         Other arguments: as :func:`fit_points_files`. The sampled points and normals are also
@@ -439,7 +439,7 @@ def fit_mesh_files(
         As :func:`fit_points_files`.
     """
     from vesselfield.io import load_mesh
-    from vesselfield.methods.inr import check_points, sample_mesh_surface
+    from vesselfield.methods.implicit_vessel import check_points, sample_mesh_surface
 
     mesh_path = Path(mesh_path)
     mesh = load_mesh(mesh_path, frame=frame, scale_to_mm=scale_to_mm)
@@ -464,7 +464,7 @@ def fit_mesh_files(
 def _load_surface(path: Path, *, n_points: int, seed: int, frame: str, scale_to_mm: float, use_normals: bool):
     """(points, normals or None, kind) of one nested surface: a mesh (sampled) or a point file."""
     from vesselfield.io import load_mesh, load_points
-    from vesselfield.methods.inr import sample_mesh_surface
+    from vesselfield.methods.implicit_vessel import sample_mesh_surface
 
     suffix = path.suffix.lower()
     kind = "points" if suffix in _POINT_SUFFIXES else "mesh"
@@ -561,7 +561,7 @@ def fit_nested_files(
         every name, "model": the joint model or None, "summary", "nesting", "results"}``.
     """
     from vesselfield.io import save_mesh, save_points, save_volume
-    from vesselfield.methods.inr import check_normals, check_points, grid_over_box
+    from vesselfield.methods.implicit_vessel import check_normals, check_points, grid_over_box
 
     paths_in = [Path(p) for p in (surface_paths or [])]
     if len(paths_in) < 2:
@@ -750,7 +750,7 @@ def blend_files(
     """
     from vesselfield.io import save_mesh, save_volume
     from vesselfield.meshing.marching_cubes import mesh_from_volume
-    from vesselfield.methods.inr import ImplicitVesselModel, grid_over_box
+    from vesselfield.methods.implicit_vessel import ImplicitVesselModel, grid_over_box
 
     dirs = [Path(p) for p in (model_dirs or [])]
     if not dirs:

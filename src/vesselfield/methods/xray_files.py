@@ -1,7 +1,7 @@
 """``vesselfield reconstruct xray``: files in, a reconstruction, metrics and a report out.
 
 Everything the command line does, callable from Python: :func:`reconstruct_xray_files` reads
-and validates every input before it writes anything, runs :func:`~vesselfield.methods.xray.reconstruct_xray`
+and validates every input before it writes anything, runs :func:`~vesselfield.methods.sdf_car.reconstruct_xray`
 with its checkpoints in the output folder, and writes (each file atomically)::
 
     DIR/occupancy.nii.gz   float32 occupancy in [0, 1] on the geometry's grid (LPS mm, RAS affine)
@@ -111,7 +111,7 @@ def save_xray_outputs(result, out_dir, *, geometry, targets, kind: str, gt=None,
     """Write the volumes, mesh, rendered views, metrics and report of ``result``; returns ``{name: path}``.
 
     Args:
-        result: :class:`~vesselfield.methods.xray.XrayResult`.
+        result: :class:`~vesselfield.methods.sdf_car.XrayResult`.
         out_dir: the output folder.
         geometry: the geometry the result was reconstructed with.
         targets: the input views (line integrals or masks), for the figures.
@@ -152,7 +152,7 @@ def save_xray_outputs(result, out_dir, *, geometry, targets, kind: str, gt=None,
         write_text_atomic(out / "metrics.json", metrics_json(metrics))
         paths["metrics"] = out / "metrics.json"
     if report:
-        from vesselfield.report.xray import write_xray_report
+        from vesselfield.report.sdf_car import write_xray_report
 
         info = {
             "method": result.config.method,
@@ -191,7 +191,7 @@ def reconstruct_xray_files(
 ) -> dict:
     """The ``reconstruct xray`` command: returns ``{"paths": {...}, "metrics": dict | None, "result": XrayResult}``."""
     from vesselfield.geometry import load_geometry
-    from vesselfield.methods.xray import check_views, reconstruct_xray, xray_config
+    from vesselfield.methods.sdf_car import check_views, reconstruct_xray, xray_config
 
     if (projections is None) == (masks is None) or not (projections or masks):
         raise VesselfieldError("give either --projections or --masks (one file per view)")

@@ -1,6 +1,6 @@
 """The visual report of an implicit neural vessel model (Alblas et al., STACOM 2022): PNG figures and ``report.html``.
 
-What the figures show of a fitted :class:`~vesselfield.methods.inr.ImplicitVesselModel`:
+What the figures show of a fitted :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselModel`:
 
 - :func:`figure_sdf_slices`: the SDF (mm) on three orthogonal mid-slices through the box of the
   fitting points (sagittal, coronal, axial), a diverging colour map centred on 0, the zero level of
@@ -8,7 +8,7 @@ What the figures show of a fitted :class:`~vesselfield.methods.inr.ImplicitVesse
   within ± one slice thickness of each slice;
 - :func:`figure_points`: the input (and held-out) surface points in 3D, coloured by |SDF| at them
   in mm: how closely the zero level passes through them;
-- the mesh and the loss curves, drawn by :mod:`vesselfield.report.xray`'s ``figure_mesh`` and
+- the mesh and the loss curves, drawn by :mod:`vesselfield.report.sdf_car`'s ``figure_mesh`` and
   ``figure_losses``;
 - :func:`figure_robustness_boxplot`: Dice or surface distance against the number of input points,
   one box per count and one panel per shape (the paper's Figure 3).
@@ -40,7 +40,7 @@ import numpy as np
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.atomic import write_text_atomic
-from vesselfield.report.xray import (
+from vesselfield.report.sdf_car import (
     _WORLD_AXIS_LABELS,
     _figure,
     _figure_html,
@@ -90,7 +90,7 @@ _ELEVATION_DEG, _AZIMUTH_DEG = 15.0, -75.0
 
 # ------------------------------------------------------------------------------------ inputs
 def _check_model(model):
-    from vesselfield.methods.inr import ImplicitVesselModel
+    from vesselfield.methods.implicit_vessel import ImplicitVesselModel
 
     if not isinstance(model, ImplicitVesselModel):
         raise VesselfieldError(f"model must be an ImplicitVesselModel (fit_implicit_sdf(...).model), "
@@ -113,7 +113,7 @@ def _point_array(points, what: str) -> np.ndarray:
 
 def _surface_points(model, points, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(positions (N, 3) mm, owner (N,) int)`` of points given as one (N, 3) array or as a list
-    with one array per surface of ``model`` (as :func:`~vesselfield.methods.inr.fit_implicit_sdf`
+    with one array per surface of ``model`` (as :func:`~vesselfield.methods.implicit_vessel.fit_implicit_sdf`
     takes them). ``owner`` is the surface index of each point, -1 for "any surface" (one array
     given for a model with several surfaces)."""
     if isinstance(points, (list, tuple)):
@@ -131,7 +131,7 @@ def point_residuals_mm(model, points) -> tuple[np.ndarray, np.ndarray]:
     """|SDF| of a fitted model at its surface points: how far the zero level passes from them.
 
     Args:
-        model: an :class:`~vesselfield.methods.inr.ImplicitVesselModel`.
+        model: an :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselModel`.
         points: (N, 3) world mm, or a list of one (N_k, 3) array per surface. A point of a listed
             surface is measured against that surface's SDF; a point of a single array against
             the nearest surface (min over surfaces of |SDF|).
@@ -267,7 +267,7 @@ def figure_sdf_slices(path, model, points=None, *, resolution: int = 200, margin
 
     Args:
         path: PNG file to write (atomically).
-        model: an :class:`~vesselfield.methods.inr.ImplicitVesselModel`.
+        model: an :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselModel`.
         points: optional input points (as :func:`point_residuals_mm` takes them); those within
             ± ``slice_thickness_mm`` of a plane are drawn on it, in their surface's colour (grey
             when one array was given for several surfaces).
@@ -342,7 +342,7 @@ def figure_points(path, model, points, *, held_out=None, max_points: int = MAX_P
 
     Args:
         path: PNG file to write (atomically).
-        model: an :class:`~vesselfield.methods.inr.ImplicitVesselModel`.
+        model: an :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselModel`.
         points: the fitting points (as :func:`point_residuals_mm` takes them).
         held_out: optional held-out surface points (same forms), drawn in a second panel.
         max_points: at most this many points are drawn per set (a seeded random subset);
@@ -505,7 +505,7 @@ def write_inr_report(
 
     Args:
         out_dir: output folder (created if needed).
-        model: the fitted :class:`~vesselfield.methods.inr.ImplicitVesselModel`.
+        model: the fitted :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselModel`.
         points: optional fitting points, (N, 3) mm or one array per surface: drawn on the slices,
             in 3D by |SDF| (``figure_points.png``) and summarised in the table of residuals.
         log: optional per-iteration rows (``FitResult.log``): loss curves (``loss*`` columns).
