@@ -8,7 +8,7 @@ from torch import nn
 
 from vesselfield.encodings import FourierFeatures, HashGridEncoding
 from vesselfield.errors import VesselfieldError
-from vesselfield.fields import GridField, NeuralField, ResidualMLP, SkipMLP
+from vesselfield.fields import BandGridField, BandNeuralField, GridField, NeuralField, ResidualMLP, SkipMLP
 from vesselfield.grid import VolumeGrid
 
 # Dyadic grid: spacing 0.5 mm, integer origin and (n - 1) powers of two, so that the mapping to
@@ -244,6 +244,33 @@ def test_grid_field_initialisation_and_readouts():
         GridField(GENERAL, init_sdf=np.full(GENERAL.shape, np.nan))
     with pytest.raises(VesselfieldError):
         GridField(GENERAL, init_sdf=0.0, output="occupancy")
+
+
+# ------------------------------------------------------------------------------- band fields
+@pytest.mark.parametrize("output", ["sdf", "occupancy"])
+def test_band_grid_field_reads_out_like_every_field(output):
+    """It starts at init_occupancy everywhere and reads out through field_outputs: o = sigmoid(-a s) or sigmoid(v)."""
+    field = BandGridField(7, output, sdf_sharpness_alpha=50.0, init_occupancy=0.08)
+    out = field()
+    torch.testing.assert_close(out["occupancy"], torch.full((7,), 0.08), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        field.values.copy_(torch.linspace(-0.1, 0.1, 7))
+    out = field()
+    expected = torch.sigmoid(-50.0 * field.values) if output == "sdf" else torch.sigmoid(field.values)
+    torch.testing.assert_close(out["occupancy"], expected, rtol=0, atol=0)
+    assert (out["sdf"] is field.values) if output == "sdf" else out["sdf"] is None
+    out["occupancy"].sum().backward()
+    assert field.values.grad.abs().min() > 0
+
+
+def test_band_neural_field_is_the_neural_field_at_the_band_points():
+    field = hash_field("sdf", init_occupancy=0.08)
+    points = torch.as_tensor(DYADIC.voxel_centers_mm(np.float32).reshape(-1, 3)[::7])
+    band = BandNeuralField(field, points)
+    out, direct = band(), field(points)
+    torch.testing.assert_close(out["occupancy"], direct["occupancy"], rtol=0, atol=0)
+    torch.testing.assert_close(out["sdf"], direct["sdf"], rtol=0, atol=0)
+    assert band.output == "sdf" and "points_mm" not in band.state_dict()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

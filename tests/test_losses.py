@@ -13,7 +13,7 @@ from vesselfield.geometry.cone_beam import ConeBeamView
 from vesselfield.grid import VolumeGrid
 from vesselfield.losses import (
     downsample_mask,
-    downsample_view,
+    downsample_rendering,
     geometric_projection_loss,
     hard_threshold_geometric_loss,
     occupancy_projection_loss,
@@ -158,15 +158,16 @@ def test_geometric_loss_gradient_reaches_a_volume_through_the_projector_and_a_st
 
 
 # ----------------------------------------------------------------------------------- downsampling
-def test_downsample_view_averages_and_crops():
+def test_downsample_rendering_takes_each_blocks_maximum_and_crops():
     image = torch.arange(70, dtype=torch.float64).reshape(10, 7).requires_grad_()
-    small = downsample_view(image, 3)
+    small = downsample_rendering(image, 3)
     assert small.shape == (3, 2)
-    # Block (0, 0) = rows 0-2, columns 0-2: mean of 0,1,2,7,8,9,14,15,16 = 8.
-    assert small[0, 0].item() == 8.0 and small[2, 1].item() == 8.0 + 6 * 7 + 3
+    # Block (0, 0) = rows 0-2, columns 0-2: its maximum is element (2, 2) = 16; block (2, 1): (8, 5) = 61.
+    assert small[0, 0].item() == 16.0 and small[2, 1].item() == 61.0
     small.sum().backward()
-    assert image.grad[:9, :6].eq(1 / 9).all() and image.grad[9:].eq(0).all() and image.grad[:, 6:].eq(0).all()
-    torch.testing.assert_close(downsample_view(image.detach()[None], 1)[0], image.detach())
+    # The gradient reaches each block's maximum only; the cropped row 9 and column 6 get none.
+    assert image.grad.sum().item() == 6 and image.grad[2, 2].item() == 1 and image.grad[9].eq(0).all()
+    torch.testing.assert_close(downsample_rendering(image.detach()[None], 1)[0], image.detach())
 
 
 def test_downsample_mask_is_any_pixel():
@@ -179,13 +180,22 @@ def test_downsample_mask_is_any_pixel():
     assert downsample_mask(torch.tensor(mask, dtype=torch.uint8)[None], 2).shape == (1, 4, 4)
 
 
-def test_geometric_loss_on_a_downsampled_view_matches_a_coarse_rendering():
+def test_pooled_geometric_loss_of_a_rendering_that_matches_its_target_is_small():
+    """A view and its own mask, pooled by 4 alike: the coarse silhouette matches the coarse mask,
+    and L_geo is only the soft transform's own bias: measured 2.3e-4, against 3.4e-3 for the
+    same ball shifted by 2 coarse pixels (4 mm). Float64 and deterministic, so the factor 10
+    margin below only has to absorb changes of the soft transform, not machines."""
     fine = sphere_chords((64, 64), (31.5, 31.5), 12.0, spacing_mm=0.5)
-    coarse = downsample_view(fine, 4)
+    coarse = downsample_rendering(fine, 4)
     mask = downsample_mask(projection_mask(fine), 4)
     assert coarse.shape == mask.shape == (16, 16)
-    # The coarse silhouette is the fine one at 2 mm pixels: a small loss (measured 2.5e-4).
-    assert geometric_projection_loss(coarse, mask, 2.0).item() < 1e-3
+    matched = geometric_projection_loss(coarse, mask, 2.0).item()
+    shifted = geometric_projection_loss(downsample_rendering(sphere_chords((64, 64), (39.5, 31.5), 12.0, 0.5), 4),
+                                        mask, 2.0).item()
+    assert matched < 0.1 * shifted
+    # sdf_car_loss(geo_downsample=4) is exactly that pooled comparison.
+    _, terms = sdf_car_loss([fine], [fine], 0.5, target_kind="line_integral", geo_downsample=4)
+    assert terms["loss_geo"] == pytest.approx(matched, rel=1e-12)
 
 
 # ----------------------------------------------------------------------------------- total
@@ -204,6 +214,25 @@ def test_sdf_car_loss_weights_its_terms():
     assert stacked.item() == pytest.approx(total.item(), rel=1e-12)
     _, neca = sdf_car_loss(preds, targets, 1.0, target_kind="line_integral", lambda_geo=0.0, lambda_occ=1.0)
     assert neca["loss"] == pytest.approx(occ, rel=1e-12)
+
+
+def test_sdf_car_loss_with_the_methods_economies():
+    """What the method passes: L_occ over the rays that can see the field, L_geo skipped on some
+    steps, an eikonal term inside λ_occ. Each is a closed form of the plain terms."""
+    pred = sphere_chords((24, 24), (11.0, 12.0), 5.0).requires_grad_()
+    target = sphere_chords((24, 24), (11.5, 12.0), 5.0)
+    full, plain = sdf_car_loss([pred], [target], 1.0, target_kind="line_integral")
+    # Pixels where both are zero add nothing to the sum: the restricted mean is the full one x N / P.
+    support = torch.nonzero(((pred.detach() > 0) | (target > 0)).reshape(-1))[:, 0]
+    _, restricted = sdf_car_loss([pred], [target], 1.0, target_kind="line_integral", occ_pixels=[support])
+    assert restricted["loss_occ"] == pytest.approx(plain["loss_occ"] * pred.numel() / len(support), rel=1e-12)
+    eik = torch.tensor(0.3, dtype=torch.float64)
+    total, terms = sdf_car_loss([pred], [target], 1.0, target_kind="line_integral", with_geo=False, eikonal=eik,
+                                eikonal_weight=2.0, lambda_occ=0.25)
+    assert "loss_geo" not in terms and terms["loss_eikonal"] == pytest.approx(0.3)
+    assert terms["loss"] == pytest.approx(0.25 * (plain["loss_occ"] + 2.0 * 0.3), rel=1e-12) == total.item()
+    total.backward()
+    assert pred.grad.abs().sum().item() > 0
 
 
 def test_sdf_car_loss_on_masks_is_zero_for_a_perfect_binary_rendering():
@@ -245,10 +274,10 @@ def test_soft_silhouette_is_what_the_mask_losses_see():
         lambda: geometric_projection_loss(torch.zeros(4, 4), np.zeros((4, 4), bool), (1.0, 0.0)),
         lambda: geometric_projection_loss(torch.zeros(4, 4), np.zeros((4, 4), bool), 1.0, temperature_mm=-1.0),
         lambda: hard_threshold_geometric_loss(torch.zeros(4, 4), np.zeros((4, 4), bool), 1.0, math.nan),
-        lambda: downsample_view(torch.zeros(4, 4), 0),
-        lambda: downsample_view(torch.zeros(4, 4), 2.0),
-        lambda: downsample_view(torch.zeros(4, 4), 5),
-        lambda: downsample_view(np.zeros((4, 4)), 2),
+        lambda: downsample_rendering(torch.zeros(4, 4), 0),
+        lambda: downsample_rendering(torch.zeros(4, 4), 2.0),
+        lambda: downsample_rendering(torch.zeros(4, 4), 5),
+        lambda: downsample_rendering(np.zeros((4, 4)), 2),
         lambda: downsample_mask(np.full((4, 4), 0.5), 2),
         lambda: sdf_car_loss([torch.zeros(4, 4)], [torch.zeros(4, 4), torch.zeros(4, 4)], 1.0,
                              target_kind="line_integral"),

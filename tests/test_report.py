@@ -1,4 +1,5 @@
-"""The X-ray report (vesselfield.report.sdf_car): figure pixels, overlay counts, HTML contents, input checks."""
+"""The X-ray report (vesselfield.report.sdf_car) and the generic figures it draws (vesselfield.report.figures):
+figure pixels, overlay counts, HTML contents, input checks."""
 
 from __future__ import annotations
 
@@ -20,16 +21,9 @@ from vesselfield.grid import VolumeGrid
 from vesselfield.meshing import mesh_from_volume
 from vesselfield.metrics import evaluate_volumes
 from vesselfield.render import project_volume
-from vesselfield.report.sdf_car import (
-    FIGURE_FILES,
-    figure_error_overlay,
-    figure_losses,
-    figure_mesh,
-    figure_mips,
-    figure_views,
-    simplify_for_display,
-    write_xray_report,
-)
+from vesselfield.report import sdf_car
+from vesselfield.report.figures import figure_losses, figure_mesh, figure_mips, simplify_for_display
+from vesselfield.report.sdf_car import FIGURE_FILES, figure_error_overlay, figure_views, write_xray_report
 
 GREEN, RED, BLUE = (0, 255, 0), (255, 0, 0), (0, 0, 255)
 
@@ -91,6 +85,13 @@ def full_report(case, tmp_path_factory):
                              occupancy=pred, mesh=mesh, gt_occupancy=truth, metrics=metrics, log_rows=log,
                              title="tube <test> & co", info={"method": "sdf-car", "optimisation time (s)": 1.25})
     return out, path, metrics
+
+
+def test_generic_figures_keep_their_old_import_path():
+    # Callers written against report/xray.py import the generic figures from the X-ray report.
+    assert sdf_car.figure_mips is figure_mips and sdf_car.figure_mesh is figure_mesh
+    assert sdf_car.figure_losses is figure_losses and sdf_car.simplify_for_display is simplify_for_display
+    assert set(sdf_car.__all__) <= set(dir(sdf_car))
 
 
 # ------------------------------------------------------------------------- error overlay
@@ -292,6 +293,7 @@ def test_report_shows_metrics_summary_and_escaped_title(full_report, case):
     assert "<td>views</td><td>2</td>" in text
     assert "<td>view 2</td><td>LAO 90°, CRA 0°;" in text
     assert "<td>optimisation time (s)</td><td>1.25</td>" in text
+    assert 'class="warning"' not in text  # no warnings given, none shown
     truth, pred, *_ = case
     counts = {"overlap": int(((pred >= 0.5) & (truth >= 0.5)).sum()),
               "predicted_only": int(((pred >= 0.5) & (truth < 0.5)).sum())}
@@ -303,9 +305,11 @@ def test_report_without_ground_truth_has_no_overlay(case, tmp_path):
     _, pred, targets, rendered, mesh = case
     masks = [t > 0.5 for t in targets]
     path = write_xray_report(tmp_path, geometry=GEOMETRY, targets=masks, kind="mask", rendered=rendered,
-                             occupancy=pred, mesh=mesh, log_rows=[])
+                             occupancy=pred, mesh=mesh, log_rows=[], warnings=["no mesh.stl: occupancy < 0.5"])
     text = path.read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 3  # views, MIPs, mesh
+    # The run's warnings come first, escaped.
+    assert text.index("Warning: no mesh.stl: occupancy &lt; 0.5") < text.index("<h2>Summary</h2>")
     assert "overlay" not in text.lower() and not (tmp_path / FIGURE_FILES["error_overlay"]).exists()
     assert "No metrics" in text and "binary masks" in text
 

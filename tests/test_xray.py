@@ -17,10 +17,10 @@ from vesselfield.io import load_volume
 from vesselfield.io.images import save_image_npy, save_mask_png
 from vesselfield.methods.sdf_car import (
     METHODS,
+    SdfCarConfig,
     check_views,
     config_from_dict,
     reconstruct_xray,
-    signed_distance_volume,
     xray_config,
 )
 from vesselfield.metrics import dice
@@ -69,6 +69,18 @@ def test_method_switches_and_preset_defaults():
     assert xray_config("sdf-car", iterations=7).iterations == 7
 
 
+def test_defaults_live_in_the_config_class():
+    """XrayConfig(method=...) alone is the method's own setting: no second table fills it in."""
+    neca = SdfCarConfig(method="neca")
+    assert (neca.representation, neca.loss, neca.field, neca.learning_rate) == ("occupancy", "occupancy", "grid", 0.5)
+    assert SdfCarConfig(method="neca", preset="gpu") == xray_config("neca", "gpu") == SdfCarConfig.gpu("neca")
+    assert SdfCarConfig.cpu(iterations=7) == xray_config("sdf-car", iterations=7)
+    # Given and consistent with the method: accepted (what a saved config.yaml holds).
+    assert SdfCarConfig(method="neca", representation="occupancy", loss="occupancy") == neca
+    # An occupancy field on the hash grid takes the network's step, not the grid's.
+    assert SdfCarConfig(method="neca", field="hash-mlp").learning_rate == 1e-4
+
+
 def test_config_round_trips_through_yaml():
     c = xray_config("occ-combined", "cpu", iterations=11, seed=3)
     from dataclasses import asdict
@@ -81,7 +93,10 @@ def test_config_round_trips_through_yaml():
     ({"method": "nerf"}, "unknown method"),
     ({"preset": "tpu"}, "unknown preset"),
     ({"learning_rate": -1.0}, "learning_rate"),
-    ({"bogus": 1}, "unknown configuration"),
+    ({"bogus": 1}, "no field 'bogus'"),
+    ({"iterations": 2.5}, "iterations must be an integer"),
+    ({"representation": "sdf", "method": "neca"}, "method neca uses representation 'occupancy'"),
+    ({"loss": "combined", "method": "sdf-occ"}, "method sdf-occ uses loss 'occupancy'"),
     ({"init_occupancy": 1.0}, "init_occupancy"),
 ])
 def test_bad_configs_are_one_line_errors(kwargs, message):
@@ -119,6 +134,29 @@ def test_result_is_empty_outside_the_visual_hull(case):
     hull = visual_hull(masks, GEOMETRY, dilate_voxels=1)
     assert r.occupancy[~hull].max() == 0.0
     assert r.hull_voxels == int(hull.sum())
+
+
+def test_the_method_optimises_the_tested_objective(case, monkeypatch):
+    """Every step's loss is :func:`vesselfield.losses.sdf_car_loss`'s total, and it is what descends."""
+    import vesselfield.losses.projection as projection
+
+    vol, images, masks = case
+    calls = []
+    real = projection.sdf_car_loss
+
+    def recording(*args, **kwargs):
+        total, terms = real(*args, **kwargs)
+        calls.append((float(total), dict(terms), kwargs))
+        return total, terms
+
+    monkeypatch.setattr(projection, "sdf_car_loss", recording)
+    r = reconstruct_xray(GEOMETRY, images, config=xray_config("sdf-car", iterations=12, geo_every=3), progress=False)
+    assert len(calls) == 12
+    assert [row["loss"] for row in r.log] == [total for total, _, _ in calls]
+    assert [kw["with_geo"] for _, _, kw in calls] == [i % 3 == 0 for i in range(12)]
+    assert all(kw["eikonal"] is not None and kw["occ_pixels"] is not None for _, _, kw in calls)
+    # Between L_geo evaluations the log repeats the last value; the total then has no L_geo in it.
+    assert r.log[1]["loss_geo"] == r.log[0]["loss_geo"] and "loss_geo" not in calls[1][1]
 
 
 def test_geometric_loss_gradient_reaches_the_field(case):
@@ -165,17 +203,6 @@ def test_time_limit_stops_and_resume_finishes(case, tmp_path):
     r = reconstruct_xray(GEOMETRY, images, config=xray_config("sdf-occ", iterations=30), out_dir=tmp_path,
                          resume=True, progress=False)
     assert r.iterations == 30 and r.stopped == "iterations"
-
-
-def test_signed_distance_volume_of_a_ball():
-    p = GRID.voxel_centers_mm(np.float64)
-    r = np.linalg.norm(p, axis=-1)
-    occ = (r < 8.0).astype(np.float32)
-    sdf = signed_distance_volume(occ, GRID)
-    shell = (np.abs(r - 8.0) < 4.0)
-    # Voxel-centre distance transforms: within a voxel of the exact r - 8.
-    assert np.abs(sdf[shell] - (r[shell] - 8.0)).max() < 1.0
-    assert (sdf[occ >= 0.5] < 0).all() and (sdf[occ < 0.5] > 0).all()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -258,8 +285,54 @@ def test_cli_reconstruct_contract(case, tmp_path, capsys):
     assert stored["inputs"]["kind"] == "line_integral" and len(stored["inputs"]["views"]) == 2
     assert "reconstruct xray" in stored["command"]
     assert len((out / "log.csv").read_text().splitlines()) == 61
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 60 and summary["metrics"]["dice"] == metrics["dice"]
+    assert summary["files"]["occupancy"] == str(out / "occupancy.nii.gz") and summary["warnings"] == []
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html
+
+
+def test_recorded_command_reproduces_the_run(case, tmp_path, capsys):
+    """config.yaml's command is built from the config (--set for every field that is not the
+    preset's) and, run again, gives the same config and the same reconstruction, bit for bit."""
+    import shlex
+
+    geo = write_inputs(tmp_path, case)
+    out = tmp_path / "rec"
+    code = main(["reconstruct", "xray", "--geometry", str(geo), "--masks", str(tmp_path / "view1.png"),
+                 str(tmp_path / "view2.png"), "--out", str(out), "--method", "occ-combined", "--iterations", "15",
+                 "--set", "seed=3", "lambda_geo=0.5", "geo_downsample=2", "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    config = config_from_dict(stored["config"])
+    assert (config.method, config.seed, config.lambda_geo, config.geo_downsample, config.iterations) == \
+        ("occ-combined", 3, 0.5, 2, 15)
+    words = shlex.split(stored["command"])
+    assert words[:3] == ["vesselfield", "reconstruct", "xray"] and "--set" in words
+    again = tmp_path / "again"
+    words[words.index("--out") + 1] = str(again)
+    assert main(words[1:] + ["--quiet"]) == 0, capsys.readouterr().err
+    assert config_from_dict(yaml.safe_load((again / "config.yaml").read_text())["config"]) == config
+    a, _ = load_volume(out / "occupancy.nii.gz")
+    b, _ = load_volume(again / "occupancy.nii.gz")
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "bogus=1"], "no field 'bogus'"),
+    (["--set", "seed"], "FIELD=VALUE"),
+    (["--set", "iterations=3", "--iterations", "4"], "iterations is given twice"),
+    (["--set", "method=neca", "representation=sdf"], "method neca uses representation"),
+    (["--set", "hash_backend=cuda"], "unknown hash_backend"),
+])
+def test_cli_bad_set_values_are_one_line_errors(case, tmp_path, capsys, args, message):
+    geo = write_inputs(tmp_path, case)
+    out = tmp_path / "rec"
+    code = main(["reconstruct", "xray", "--geometry", str(geo), "--masks", str(tmp_path / "view1.png"),
+                 str(tmp_path / "view2.png"), "--out", str(out), "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "\n" not in err and message in err, err
+    assert not out.exists()
 
 
 def test_cli_masks_and_resume(case, tmp_path, capsys):

@@ -41,6 +41,7 @@ from vesselfield.errors import VesselfieldError
 
 __all__ = [
     "build_config",
+    "check_numbers",
     "config_arguments",
     "config_to_dict",
     "describe_config",
@@ -136,7 +137,7 @@ def _convert(tp, value, name: str):
         choices = typing.get_args(tp)
         text = value.strip() if isinstance(value, str) else value
         if text not in choices:
-            raise VesselfieldError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise VesselfieldError(f"unknown {name} {value!r}: use one of {', '.join(map(str, choices))}")
         return text
     if origin in (tuple, list):
         items = [v.strip() for v in value.strip().strip("[]()").split(",")] if isinstance(value, str) else list(value)
@@ -317,3 +318,34 @@ def changed_fields(old: Mapping[str, Any], config, ignore: Sequence[str] = ()) -
     """``"name old -> new"`` for every field of ``config`` whose value differs from ``old`` (a saved dict)."""
     now = config_to_dict(config)
     return [f"{k} {old[k]!r} -> {now[k]!r}" for k in now if k not in ignore and k in old and old[k] != now[k]]
+
+
+def check_numbers(config, *, positive: Sequence[str] = (), non_negative: Sequence[str] = (),
+                  at_least_one: Sequence[str] = (), flags: Mapping[str, str] | None = None) -> None:
+    """One-line errors for numeric fields out of range, for a config's ``__post_init__``.
+
+    ``positive``: finite and > 0; ``non_negative``: finite and >= 0; ``at_least_one``: integers
+    >= 1. A field that is None (optional, "not set") passes. ``flags`` names the command-line
+    flag of a field in its message (``{"time_limit_s": "--time-limit"}``).
+    """
+    flags = dict(flags or {})
+
+    def fail(name, value, what):
+        label = f"{name} ({flags[name]})" if name in flags else name
+        raise VesselfieldError(f"{label} must be {what}, got {value!r}")
+
+    for names, what, ok in ((positive, "a positive number", lambda v: math.isfinite(v) and v > 0),
+                            (non_negative, "a non-negative number", lambda v: math.isfinite(v) and v >= 0)):
+        for name in names:
+            value = getattr(config, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(float(value)):
+                fail(name, value, what)
+    for name in at_least_one:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(name, value, "an integer >= 1")
+

@@ -9,6 +9,7 @@ reject truly oblique ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -177,3 +178,18 @@ class VolumeGrid:
         """Raise when ``array``'s shape is not this grid's."""
         if tuple(array.shape) != self.shape:
             raise VesselfieldError(f"{what} has shape {tuple(array.shape)}, grid has {self.shape}")
+
+
+def grid_over_box(bounds_mm, spacing_mm: float = 1.0, margin_mm: float | None = None, *,
+                  max_voxels: int = 512 ** 3) -> VolumeGrid:
+    """An isotropic grid over the box ``bounds_mm`` ((2, 3): lo, hi; mm) plus ``margin_mm`` on every
+    side (default 5 spacings); at most ``max_voxels`` voxels (a one-line error otherwise)."""
+    spacing_mm = float(spacing_mm)
+    if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+        raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
+    margin = 5 * spacing_mm if margin_mm is None else float(margin_mm)
+    lo, hi = np.asarray(bounds_mm, dtype=np.float64)
+    shape = np.ceil((hi - lo + 2 * margin) / spacing_mm).astype(int) + 1
+    if int(np.prod(shape)) > int(max_voxels):
+        raise VesselfieldError(f"a {spacing_mm} mm grid over this shape would have {tuple(shape)} voxels: use a coarser spacing")
+    return VolumeGrid.centered(tuple(int(s) for s in shape), spacing_mm, (lo + hi) / 2)

@@ -13,8 +13,9 @@ cases: ``1-200/``, ``201-400/``, ... NeCA and SDF-CAR reconstruct one coronary t
 1. :func:`find_label_files`: every ``*.label.nii.gz`` / ``*.label.nii`` under SRC, at any depth.
 2. ``load_volume`` brings each into LPS mm; :func:`split_coronary_trees` binarises it (> 0),
    finds 26-connected components and keeps the two largest as the left and right trees.
-3. :func:`resample_occupancy` puts each tree onto a 128^3, 0.8 mm grid centred on it as exact
-   partial-volume occupancy; the grid keeps the tree's LPS position.
+3. :func:`vesselfield.meshing.resample_occupancy` puts each tree onto a 128^3, 0.8 mm grid
+   centred on it as exact partial-volume occupancy (box overlap: volume is conserved exactly);
+   the grid keeps the tree's LPS position.
 4. ``DST/<case>_left.nii.gz``, ``DST/<case>_right.nii.gz`` (float32) and ``DST/cases.csv``.
 
 Left or right: the component whose centroid has the larger LPS x (further to the patient's left)
@@ -47,6 +48,8 @@ import numpy as np
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
 from vesselfield.io.atomic import write_text_atomic
+from vesselfield.io.run_folder import write_json
+from vesselfield.meshing.occupancy import resample_occupancy
 
 LABEL_SUFFIXES = (".label.nii.gz", ".label.nii")
 CENTERS = ("tree", "label", "volume")
@@ -198,74 +201,6 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
             return None
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     return tuple(box)
-
-
-# ------------------------------------------------------------------------------- resampling
-def _overlap_weights(n_src: int, origin_src: float, step_src: float, n_out: int, origin_out: float,
-                     step_out: float):
-    """(n_out, n_src) sparse matrix along one axis: the fraction of output voxel I's length that
-    source voxel i covers (voxels are boxes centred on their grid points)."""
-    from scipy import sparse
-
-    src_lo = origin_src + (np.arange(n_src) - 0.5) * step_src
-    src_hi = src_lo + step_src
-    first = np.floor((src_lo - (origin_out - 0.5 * step_out)) / step_out).astype(np.int64)
-    span = int(np.ceil(step_src / step_out)) + 1  # output voxels one source voxel can touch
-    rows = first[:, None] + np.arange(span)[None, :]
-    out_lo = origin_out + (rows - 0.5) * step_out
-    out_hi = origin_out + (rows + 0.5) * step_out
-    length = np.minimum(src_hi[:, None], out_hi) - np.maximum(src_lo[:, None], out_lo)
-    ok = (length > 0) & (rows >= 0) & (rows < n_out)
-    cols = np.broadcast_to(np.arange(n_src)[:, None], rows.shape)
-    return sparse.csr_matrix(((length[ok] / step_out).astype(np.float32), (rows[ok], cols[ok])),
-                             shape=(n_out, n_src))
-
-
-def resample_occupancy(mask, grid: VolumeGrid, out_grid: VolumeGrid) -> np.ndarray:
-    """Exact partial-volume occupancy of a binary mask on another axis-aligned grid.
-
-    Args:
-        mask: (X, Y, Z) bool/0-1 array on ``grid`` (LPS mm).
-        grid: its grid.
-        out_grid: the target grid (any spacing, same LPS frame).
-
-    Returns:
-        ``out_grid.shape`` float32 in [0, 1]: the fraction of each output voxel's box covered by
-        the boxes of the mask's voxels (each source voxel a uniformly filled box of its spacing).
-        This is area (box-filter) averaging done exactly: the overlap of two axis-aligned boxes
-        is the product of three 1D overlaps, so the operator is separable (three sparse
-        matrices). Volume is conserved exactly: ``sum(occupancy) * out_voxel_volume`` equals the
-        mask's volume inside ``out_grid``'s box (to float32 rounding); mass leaving the box is
-        lost, which is how clipping is measured. Each bit of volume moves at most half an output
-        voxel per axis, so the centroid moves at most that far (0.4 mm per axis at 0.8 mm).
-    """
-    mask = np.asarray(mask)
-    grid.check_array(mask, "mask")
-    weights = [
-        _overlap_weights(grid.shape[a], grid.origin[a], grid.spacing[a], out_grid.shape[a],
-                         out_grid.origin[a], out_grid.spacing[a])
-        for a in range(3)
-    ]
-    out = np.zeros(out_grid.shape, dtype=np.float32)
-    reach = []
-    for w in weights:
-        rows = np.flatnonzero(w.getnnz(axis=1))
-        if rows.size == 0:
-            return out  # the mask's box misses the output grid
-        reach.append(slice(int(rows[0]), int(rows[-1]) + 1))
-    values = mask.astype(np.float32)
-    # Contract the axis that shrinks most first: later products then run on smaller arrays.
-    for axis in np.argsort([reach[a].stop - reach[a].start - mask.shape[a] for a in range(3)]):
-        values = _apply_along(values, weights[axis][reach[axis]], int(axis))
-    out[tuple(reach)] = np.clip(values, 0.0, 1.0)
-    return out
-
-
-def _apply_along(values: np.ndarray, weights, axis: int) -> np.ndarray:
-    moved = np.moveaxis(values, axis, 0)
-    rest = moved.shape[1:]
-    result = weights @ moved.reshape(moved.shape[0], -1)
-    return np.moveaxis(np.asarray(result, dtype=np.float32).reshape((weights.shape[0],) + rest), 0, axis)
 
 
 # ------------------------------------------------------------------------------- cases.csv
@@ -471,7 +406,7 @@ def prepare_imagecas(
 
     Writes, in ``dst``:
         ``<case>_left.nii.gz``, ``<case>_right.nii.gz`` (``<case>_both.nii.gz`` for a single
-        component): float32 occupancy in [0, 1] (:func:`resample_occupancy`) on a grid of
+        component): float32 occupancy in [0, 1] (:func:`vesselfield.meshing.resample_occupancy`) on a grid of
         ``shape`` x ``spacing_mm`` in the label's LPS frame (the NIfTI affine places it where the
         tree is in the CT); ``cases.csv``: one row per written volume, or one per case without
         volumes (``"empty"``, ``"error"`` with the message), columns :data:`CSV_COLUMNS`;
@@ -500,7 +435,7 @@ def prepare_imagecas(
     # Rows made with other settings describe volumes on another grid: they are not kept.
     records = dict(previous) if same_settings else {}
     dst.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(dst / SETTINGS_JSON, json.dumps(settings, indent=2) + "\n")
+    write_json(dst / SETTINGS_JSON, settings)
 
     from tqdm.auto import tqdm
 

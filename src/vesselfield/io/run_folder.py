@@ -155,6 +155,7 @@ def prepare_run_folder(
     resume: bool,
     identity_inputs: Iterable[str] = (),
     checkpoint_dirs: Iterable | None = None,
+    checkpoint_name: str = CHECKPOINT_NAME,
 ) -> Path:
     """Check an output folder against ``--resume``, then create it and write ``config.yaml``.
 
@@ -170,7 +171,9 @@ def prepare_run_folder(
         identity_inputs: keys of ``inputs`` that must not change on resume (e.g. a digest of the
             points); the config's fields must not change either, except its class's
             ``free_on_resume`` fields.
-        checkpoint_dirs: folders whose ``checkpoint.pt`` marks an earlier run (default: ``out_dir``).
+        checkpoint_dirs: folders whose checkpoint marks an earlier run (default: ``out_dir``).
+        checkpoint_name: the checkpoint file that marks a run (``checkpoint.pt`` of
+            :func:`~vesselfield.training.run_loop`; ``last.pt`` of the dataset trainer).
 
     Raises:
         VesselfieldError: ``out_dir`` is a file; an earlier run is there and ``resume`` is off;
@@ -181,7 +184,7 @@ def prepare_run_folder(
 
     out = check_out_dir(out_dir)
     dirs = [Path(d) for d in (checkpoint_dirs if checkpoint_dirs is not None else [out])]
-    found = [d / CHECKPOINT_NAME for d in dirs if (d / CHECKPOINT_NAME).exists()]
+    found = [d / checkpoint_name for d in dirs if (d / checkpoint_name).exists()]
     if not resume and found:
         raise VesselfieldError(f"{out} holds an earlier run ({found[0]}): pass --resume to continue it or "
                                "choose another --out")

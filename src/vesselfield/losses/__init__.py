@@ -15,7 +15,7 @@ from vesselfield.losses.igr import (
 from vesselfield.losses.projection import (
     TARGET_KINDS,
     downsample_mask,
-    downsample_view,
+    downsample_rendering,
     geometric_projection_loss,
     hard_threshold_geometric_loss,
     occupancy_projection_loss,
@@ -31,7 +31,7 @@ __all__ = [
     "surface_loss",
     "TARGET_KINDS",
     "downsample_mask",
-    "downsample_view",
+    "downsample_rendering",
     "geometric_projection_loss",
     "hard_threshold_geometric_loss",
     "occupancy_projection_loss",

@@ -32,11 +32,13 @@ inside towards 1; with line-integral targets, where ``L_occ`` wants the true cho
 ``k_per_mm`` loosens that pull. The target mask of line-integral targets is
 ``projection_mask(target, 0.5 mm)``, while the soft silhouette crosses 0.5 at a 0.3 mm chord.
 
-Ray-subset training: ``L_occ`` takes any shape, so it works on a random subset of rays; ``L_geo``
-needs whole images, so it is evaluated on a coarse full view: render a detector with
-``factor`` x fewer pixels per side, or average-pool a full render with :func:`downsample_view`,
-compare with ``downsample_mask(target_mask, factor)`` and pass ``pixel_spacing_mm x factor``
-(e.g. 512² at 0.278 mm -> 128² at 1.112 mm with factor 4).
+:func:`sdf_car_loss` is the whole objective that the method (:mod:`vesselfield.methods.sdf_car`)
+optimises, with the method's three economies as arguments: ``L_occ`` averaged over the rays that
+can see the field (``occ_pixels``: every other pixel renders exactly 0 against a zero target),
+``L_geo`` on views max-pooled by ``geo_downsample`` (:func:`downsample_rendering` and
+:func:`downsample_mask` pool alike: a coarse pixel is vessel when any of its fine pixels is, and
+the silhouette is monotone in the line integral), against a precomputed target distance; and
+the eikonal prior of an SDF field, weighted inside ``λ2``.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ from vesselfield.validate import require_binary
 __all__ = [
     "TARGET_KINDS",
     "downsample_mask",
-    "downsample_view",
     "geometric_projection_loss",
     "hard_threshold_geometric_loss",
+    "downsample_rendering",
     "occupancy_projection_loss",
     "sdf_car_loss",
 ]
@@ -312,32 +314,6 @@ def _check_fits(shape, factor: int, name: str) -> None:
         raise VesselfieldError(f"{name} of shape {tuple(shape)} is smaller than the factor {factor}")
 
 
-def downsample_view(image: torch.Tensor, factor: int) -> torch.Tensor:
-    """Average-pool a rendered view by ``factor``: a coarse view of the same line integrals (differentiable).
-
-    Args:
-        image: (H, W) or (B, H, W) line integrals, mm (tensor; gradients flow).
-        factor: positive integer; the coarse pixel spacing is ``pixel_spacing_mm x factor``.
-
-    Returns:
-        (H // f, W // f) (or batched) mean line integrals, mm. Cropping, not padding: the last
-        ``H mod f`` rows and ``W mod f`` columns are dropped, so coarse pixel (i, j) is the mean
-        of fine rows ``i f .. i f + f - 1`` and columns ``j f .. j f + f - 1`` and its centre is the
-        fine position ``(i f + (f - 1)/2, j f + (f - 1)/2)``; :func:`downsample_mask` crops alike.
-        A vessel narrower than a coarse pixel is averaged with background there, so its soft
-        silhouette is fainter than ``downsample_mask`` of its mask says.
-    """
-    if not isinstance(image, torch.Tensor):
-        raise VesselfieldError(f"image must be a torch tensor, got {type(image).__name__}")
-    factor = _check_factor(factor)
-    x, batched = _image_batch(image, "image")
-    _check_fits(x.shape, factor, "image")
-    if not x.is_floating_point():
-        x = x.float()
-    out = F.avg_pool2d(x[:, None], factor)[:, 0]
-    return out if batched else out[0]
-
-
 def downsample_mask(mask, factor: int) -> torch.Tensor:
     """Max-pool a binary mask by ``factor``: a coarse pixel is inside when any of its fine pixels is.
 
@@ -346,8 +322,10 @@ def downsample_mask(mask, factor: int) -> torch.Tensor:
         factor: positive integer.
 
     Returns:
-        (H // f, W // f) (or batched) bool tensor (on the mask's device when it is a tensor),
-        cropped as :func:`downsample_view`.
+        (H // f, W // f) (or batched) bool tensor (on the mask's device when it is a tensor).
+        Cropping, not padding: the last ``H mod f`` rows and ``W mod f`` columns are dropped, so
+        coarse pixel (i, j) covers fine rows ``i f .. i f + f - 1`` and columns ``j f .. j f + f - 1``,
+        exactly as :func:`downsample_rendering` pools a rendering.
     """
     device = mask.device if isinstance(mask, torch.Tensor) else torch.device("cpu")
     factor = _check_factor(factor)
@@ -393,6 +371,31 @@ def _per_view_spacing(pixel_spacing_mm, n: int) -> list:
     return [pixel_spacing_mm] * n
 
 
+def downsample_rendering(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """Max-pool a rendered view by ``factor`` (differentiable): the coarse view ``L_geo`` compares.
+
+    Max-pooling keeps the coarse silhouette consistent with :func:`downsample_mask`'s "any fine
+    pixel" (the soft silhouette ``1 - exp(-k I)`` is monotone in ``I``); average pooling would
+    fade vessels thinner than a coarse pixel.
+
+    Args:
+        image: (H, W) or (B, H, W) line integrals, mm (tensor; gradients flow to each block's maximum).
+        factor: positive integer; the coarse pixel spacing is ``pixel_spacing_mm x factor``.
+
+    Returns:
+        (H // f, W // f) (or batched), cropped as :func:`downsample_mask`.
+    """
+    if not isinstance(image, torch.Tensor):
+        raise VesselfieldError(f"image must be a torch tensor, got {type(image).__name__}")
+    factor = _check_factor(factor)
+    x, batched = _image_batch(image, "image")
+    _check_fits(x.shape, factor, "image")
+    if not x.is_floating_point():
+        x = x.float()
+    out = F.max_pool2d(x[:, None], factor)[:, 0]
+    return out if batched else out[0]
+
+
 def sdf_car_loss(
     pred_views,
     targets,
@@ -406,49 +409,84 @@ def sdf_car_loss(
     max_distance_mm: float | None = None,
     mask_threshold_mm: float = DEFAULT_MASK_THRESHOLD_MM,
     target_distance_mm=None,
+    geo_downsample: int = 1,
+    with_geo: bool = True,
+    occ_pixels=None,
+    eikonal: torch.Tensor | None = None,
+    eikonal_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """SDF-CAR's loss ``λ_geo L_geo + λ_occ L_occ`` over whole views (Reda et al., MIDL 2026 submission).
+    """SDF-CAR's objective ``λ_geo L_geo + λ_occ (L_occ + w E)`` over whole views (Reda et al., MIDL 2026 submission).
+
+    The paper's loss is ``λ1 L_geo + λ2 L_occ`` (its eq. for the total loss, λ1 = 1, λ2 = 0.25);
+    ``E`` is our eikonal prior of an SDF field (``eikonal``, weight ``w`` relative to ``L_occ``;
+    docs/methods/sdf-car.md). This function is what :func:`vesselfield.methods.sdf_car.reconstruct_xray`
+    optimises, every step.
 
     Args:
         pred_views: list of (H, W) rendered line-integral views (mm; shapes may differ between
             views) or a (V, H, W) tensor; carry autograd.
         targets: as many targets (arrays or tensors): line integrals (mm) or binary masks.
         pixel_spacing_mm: one spacing for all views (a number or (Δr, Δc)), or a list with one
-            (Δr, Δc) pair per view.
+            (Δr, Δc) pair per view, of the full-resolution views.
         target_kind: ``"line_integral"`` (then ``L_geo``'s mask is
             ``projection_mask(target, mask_threshold_mm)``) or ``"mask"``.
         lambda_geo, lambda_occ: weights, the paper's 1.0 and 0.25.
         k_per_mm, temperature_mm, max_distance_mm: as :func:`geometric_projection_loss`
             (``k_per_mm`` also for ``L_occ`` on masks).
         mask_threshold_mm: threshold of the target mask for line-integral targets, mm.
-        target_distance_mm: optional list of precomputed target signed distances, one per view
-            (see :func:`geometric_projection_loss`).
+        target_distance_mm: optional list of precomputed target signed distances, one per view, at
+            the pooled resolution (see :func:`geometric_projection_loss`).
+        geo_downsample: ``L_geo`` compares :func:`downsample_rendering` of each view with
+            :func:`downsample_mask` of its target mask at ``pixel_spacing_mm x geo_downsample``.
+        with_geo: compute ``L_geo`` (False: skip it this step; it is then absent from ``terms``
+            and from the total).
+        occ_pixels: optional list of (P,) flat pixel indices per view: ``L_occ`` is the mean over
+            these pixels only. Pixels whose rays cannot reach the field render exactly 0; where
+            their target is 0 too they add nothing to the sum, and leaving them out keeps the
+            mean from being diluted by the detector's empty area.
+        eikonal: optional scalar tensor, the eikonal residual ``E`` of an SDF field.
+        eikonal_weight: ``w``.
 
     Returns:
-        ``(total, terms)``: the scalar loss tensor, and ``{"loss_occ", "loss_geo", "loss"}`` as
-        floats, each term the mean over views of that view's loss (unweighted; ``loss`` = total).
-        Both terms are computed and reported whatever their weights.
+        ``(total, terms)``: the scalar loss tensor, and floats ``loss_occ``, ``loss_geo`` (when
+        computed), ``loss_eikonal`` (when given) and ``loss`` (the total); each projection term
+        is the mean over views of that view's loss (unweighted).
     """
     kind = _check_kind(target_kind)
     lambda_geo = _check_weight(lambda_geo, "lambda_geo")
     lambda_occ = _check_weight(lambda_occ, "lambda_occ")
+    eikonal_weight = _check_weight(eikonal_weight, "eikonal_weight")
+    factor = _check_factor(geo_downsample)
     preds = _per_view(pred_views, None, "pred_views")
     targs = _per_view(targets, len(preds), "targets")
     spacings = _per_view_spacing(pixel_spacing_mm, len(preds))
     dists = [None] * len(preds) if target_distance_mm is None else _per_view(
         target_distance_mm, len(preds), "target_distance_mm")
+    pixels = [None] * len(preds) if occ_pixels is None else _per_view(occ_pixels, len(preds), "occ_pixels")
 
     occ_terms, geo_terms = [], []
-    for i, (pred, target, spacing, dist) in enumerate(zip(preds, targs, spacings, dists)):
+    for i, (pred, target, spacing, dist, pix) in enumerate(zip(preds, targs, spacings, dists, pixels)):
         try:
             pred = _check_image_pred(pred)
-            occ_terms.append(occupancy_projection_loss(pred, target, target_kind=kind, k_per_mm=k_per_mm))
+            if pix is None:
+                occ_terms.append(occupancy_projection_loss(pred, target, target_kind=kind, k_per_mm=k_per_mm))
+            else:
+                pix = torch.as_tensor(pix, dtype=torch.int64, device=pred.device)
+                flat_target = torch.as_tensor(target, device=pred.device).reshape(-1)[pix]
+                occ_terms.append(occupancy_projection_loss(pred.reshape(-1)[pix], flat_target, target_kind=kind,
+                                                           k_per_mm=k_per_mm))
+            if not with_geo:
+                continue
             if dist is not None:
                 mask = None
             elif kind == "mask":
                 mask = target
             else:
                 mask = projection_mask(_as_values(target, pred, "target"), mask_threshold_mm)
+            if factor > 1:
+                pred = downsample_rendering(pred, factor)
+                mask = None if mask is None else downsample_mask(mask, factor)
+                spacing = tuple(float(s) * factor for s in _spacing_of(spacing))
             geo_terms.append(geometric_projection_loss(
                 pred, mask, spacing, k_per_mm=k_per_mm, temperature_mm=temperature_mm,
                 max_distance_mm=max_distance_mm, target_distance_mm=dist))
@@ -456,8 +494,21 @@ def sdf_car_loss(
             raise VesselfieldError(f"view {i}: {err}") from None
     # sum() rather than stack(): views may come in different dtypes.
     loss_occ = sum(occ_terms) / len(occ_terms)
-    loss_geo = sum(geo_terms) / len(geo_terms)
-    total = lambda_geo * loss_geo + lambda_occ * loss_occ
-    loss_occ, loss_geo = loss_occ.detach(), loss_geo.detach()
-    terms = {"loss_occ": loss_occ.item(), "loss_geo": loss_geo.item(), "loss": total.detach().item()}
+    occ_part = loss_occ
+    terms = {"loss_occ": float(loss_occ.detach())}
+    if eikonal is not None:
+        occ_part = occ_part + eikonal_weight * eikonal
+        terms["loss_eikonal"] = float(eikonal.detach())
+    total = lambda_occ * occ_part
+    if with_geo:
+        loss_geo = sum(geo_terms) / len(geo_terms)
+        total = lambda_geo * loss_geo + total
+        terms["loss_geo"] = float(loss_geo.detach())
+    terms["loss"] = float(total.detach())
     return total, terms
+
+
+def _spacing_of(pixel_spacing_mm) -> tuple[float, float]:
+    if np.isscalar(pixel_spacing_mm):
+        return (float(pixel_spacing_mm),) * 2
+    return tuple(float(v) for v in pixel_spacing_mm)

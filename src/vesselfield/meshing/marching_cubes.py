@@ -119,3 +119,44 @@ def mesh_summary(mesh) -> dict:
         "volume_mm3": float(mesh.volume) if mesh.is_watertight else float("nan"),
         "area_mm2": float(mesh.area),
     }
+
+
+def format_mesh_summary(summary: dict) -> str:
+    """One line of :func:`mesh_summary`: ``"V vertices, F faces, watertight=..., components=N"``."""
+    return (f"{summary['vertices']} vertices, {summary['faces']} faces, watertight={summary['watertight']}, "
+            f"components={summary['components']}")
+
+
+def inside_at_border_fraction(sdf) -> float:
+    """Fraction of a grid's border voxels where an SDF volume is negative (inside).
+
+    A grid that covers a shape's points plus a margin never meets a closed surface through them
+    at its border: inside voxels there mean the field did not close around the points (the inside
+    "leaks" out of the domain, e.g. between the branches of a sparsely sampled vessel tree fitted
+    without normals).
+    """
+    sdf = np.asarray(sdf)
+    faces = [sdf[0], sdf[-1], sdf[:, 0], sdf[:, -1], sdf[:, :, 0], sdf[:, :, -1]]
+    inside = sum(int(np.count_nonzero(f < 0)) for f in faces)
+    return inside / float(sum(f.size for f in faces))
+
+
+def cfd_check(mesh, sdf) -> tuple[dict, str | None]:
+    """``(summary, warning)`` of the zero-level mesh of an SDF volume, before CFD meshing.
+
+    ``summary``: :func:`mesh_summary` plus ``inside_at_grid_border`` (:func:`inside_at_border_fraction`).
+    ``warning``: one line saying why the mesh is not ready for a CFD mesher (not watertight, more
+    than one component, an inside that reaches the grid's border), or None when it is.
+    """
+    summary = mesh_summary(mesh)
+    summary["inside_at_grid_border"] = inside_at_border_fraction(sdf)
+    problems = []
+    if not summary["watertight"]:
+        problems.append("it is not watertight")
+    if summary["components"] != 1:
+        problems.append(f"it has {summary['components']} separate components")
+    if summary["inside_at_grid_border"] > 0:
+        problems.append(f"its inside reaches the edge of the grid ({100 * summary['inside_at_grid_border']:.1f} % "
+                        "of the border voxels): the surface did not close around the points; fit with normals "
+                        "or more points, or fit the vessel in pieces and blend them")
+    return summary, (None if not problems else "the mesh is not CFD-ready: " + " and ".join(problems))

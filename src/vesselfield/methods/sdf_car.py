@@ -43,14 +43,14 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+from vesselfield.config import build_config, check_numbers
 from vesselfield.errors import VesselfieldError
 from vesselfield.geometry import Geometry, check_views_see_volume
 from vesselfield.grid import VolumeGrid
@@ -58,17 +58,20 @@ from vesselfield.grid import VolumeGrid
 __all__ = [
     "METHODS",
     "PRESETS",
+    "SdfCarConfig",
     "XrayConfig",
     "XrayResult",
-    "xray_config",
+    "check_views",
+    "config_from_dict",
     "reconstruct_xray",
-    "signed_distance_volume",
+    "xray_config",
 ]
 
 METHODS = ("sdf-car", "neca", "occ-combined", "sdf-occ")
 PRESETS = ("cpu", "gpu")
 
-_METHOD_SWITCHES = {
+# The two switches of each method: (representation, loss). The table in the module docstring.
+METHOD_SWITCHES = {
     "sdf-car": ("sdf", "combined"),
     "sdf-occ": ("sdf", "occupancy"),
     "occ-combined": ("occupancy", "combined"),
@@ -77,41 +80,54 @@ _METHOD_SWITCHES = {
 
 
 @dataclass
-class XrayConfig:
-    """Every setting of a two-view reconstruction; :func:`xray_config` fills method and preset defaults.
+class SdfCarConfig:
+    """Every setting of a two-view reconstruction (SDF-CAR, NeCA and the ablations); every default.
 
-    ``dataclasses.asdict`` of it is what ``config.yaml`` stores and what a rerun reads back.
+    Fields left at ``None`` take the value their ``method`` and ``preset`` imply, filled in when the
+    config is made (:meth:`_fill_implied`), so ``SdfCarConfig(method="neca", preset="gpu")`` is
+    NeCA's own setting and a contradiction such as ``method="neca", representation="sdf"`` is an
+    error. ``dataclasses.asdict`` of it is what ``config.yaml`` stores and a rerun reads back.
+    The presets are named constructors: :meth:`cpu` and :meth:`gpu`.
     """
 
-    method: str = "sdf-car"
-    """One of :data:`METHODS`; sets ``representation`` and ``loss`` (table in the module docstring)."""
-    preset: str = "cpu"
-    """``cpu`` (explicit band grid) or ``gpu`` (hash grid + MLP, as the paper)."""
-    representation: Literal["sdf", "occupancy"] = "sdf"
-    """``sdf``: the field is ``s`` and occupancy ``sigmoid(-alpha s)``; ``occupancy``: ``sigmoid(v)``."""
-    loss: Literal["combined", "occupancy"] = "combined"
-    """``combined``: lambda_geo L_geo + lambda_occ L_occ; ``occupancy``: L_occ only."""
-    field: Literal["grid", "hash-mlp"] = "grid"
-    """``grid``: one value per band voxel; ``hash-mlp``: hash encoding + MLP at band voxel centres."""
-    iterations: int = 3000
-    """Optimisation steps (all rays of every view each step)."""
-    learning_rate: float = 1e-2
-    """Adam step, in normalised field units (grid) or on the network weights (hash-mlp)."""
+    config_name: ClassVar[str] = "sdf-car"
+    key_fields: ClassVar[tuple] = ("method", "preset")
+    free_on_resume: ClassVar[tuple] = ("iterations", "time_limit_s", "checkpoint_every")
+
+    method: Literal["sdf-car", "neca", "occ-combined", "sdf-occ"] = "sdf-car"
+    """sdf-car (the paper), neca (baseline), occ-combined or sdf-occ (ablations): chooses ``representation``
+    and ``loss`` (table in the module docstring)."""
+    preset: Literal["cpu", "gpu"] = "cpu"
+    """cpu: an explicit value per band voxel, minutes on a laptop; gpu: the paper's hash grid + MLP."""
+    representation: Literal["sdf", "occupancy"] | None = None
+    """sdf: the field is s and occupancy sigmoid(-alpha s); occupancy: sigmoid(v). None: the method's."""
+    loss: Literal["combined", "occupancy"] | None = None
+    """combined: lambda_geo L_geo + lambda_occ L_occ; occupancy: L_occ only. None: the method's."""
+    field: Literal["grid", "hash-mlp"] | None = None
+    """grid: one value per band voxel; hash-mlp: hash encoding + MLP at the band voxel centres.
+    None: the preset's (cpu grid, gpu hash-mlp)."""
+    iterations: int | None = None
+    """Optimisation steps (all rays of every view each step). None: the preset's (cpu 3000, gpu 5000,
+    the paper's)."""
+    learning_rate: float | None = None
+    """Adam step, in normalised field units (grid) or on the network weights (hash-mlp). None: 1e-2 for
+    an SDF grid, 0.5 for an occupancy grid (a logit plays the role of -alpha s, so the same step in logit
+    units is alpha times larger), 1e-4 for the hash-mlp (the paper's)."""
     sdf_sharpness_alpha: float = 50.0
-    """α of ``o = sigmoid(-α s)`` with ``s`` in normalised units (half the volume's largest extent = 1), as the paper."""
+    """alpha of o = sigmoid(-alpha s), s in normalised units (half the volume's largest extent = 1), as the paper."""
     lambda_geo: float = 1.0
     """Weight of L_geo (paper: 1.0)."""
     lambda_occ: float = 0.25
     """Weight of L_occ (paper: 0.25)."""
     eikonal_weight: float = 2e-3
     """Weight of the eikonal prior on the band relative to L_occ (SDF representations only; 0 turns it
-    off): the loss is ``λ1 L_geo + λ2 (L_occ + eikonal_weight E)``."""
+    off): the loss is lambda_geo L_geo + lambda_occ (L_occ + eikonal_weight E)."""
     geo_downsample: int = 4
-    """L_geo is computed on views max-pooled by this factor (a 512² view becomes 128²)."""
+    """L_geo is computed on views max-pooled by this factor (a 512 x 512 view becomes 128 x 128)."""
     geo_every: int = 1
     """Compute L_geo every this many iterations (1: every iteration)."""
     silhouette_k_per_mm: float = math.log(10.0)
-    """k of the soft silhouette ``1 - exp(-k I)`` that compares a rendering with a mask (1/mm)."""
+    """k of the soft silhouette 1 - exp(-k I) that compares a rendering with a mask (1/mm)."""
     init_occupancy: float = 0.08
     """Starting occupancy everywhere (nearly empty beat 0.5 in every measurement)."""
     hull_dilate_voxels: int = 1
@@ -130,91 +146,81 @@ class XrayConfig:
     """Finest hash grid resolution (twice the 128-voxel grid)."""
     hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
     """Hash grid implementation: tiny-cuda-nn when importable on CUDA (auto), or pure PyTorch."""
-    mlp_hidden: int = 64
-    """Hidden width of the SDF-CAR residual MLP (NeCA uses 256 in its skip MLP)."""
+    mlp_hidden: int | None = None
+    """Hidden width of the MLP (hash-mlp). None: 64 for SDF-CAR's residual MLP, 256 for NeCA's skip MLP."""
     mlp_layers: int = 8
     """Hidden layers of the MLP (both papers: 8)."""
     seed: int = 0
     """Seed of every random number generator."""
     checkpoint_every: int = 500
-    """Iterations between checkpoints (``--resume`` restarts from the last one)."""
+    """Iterations between checkpoints (--resume restarts from the last one)."""
     time_limit_s: float | None = None
-    """Stop after this many seconds (a checkpoint is written; ``--resume`` continues)."""
+    """Stop after this many seconds (a checkpoint is written; --resume continues). None: no limit."""
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise VesselfieldError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
         if self.preset not in PRESETS:
             raise VesselfieldError(f"unknown preset {self.preset!r}: use cpu or gpu")
-        if self.representation not in ("sdf", "occupancy"):
-            raise VesselfieldError(f"unknown representation {self.representation!r}")
-        if self.loss not in ("combined", "occupancy"):
-            raise VesselfieldError(f"unknown loss {self.loss!r}")
+        self._fill_implied()
         if self.field not in ("grid", "hash-mlp"):
             raise VesselfieldError(f"unknown field {self.field!r}: use grid or hash-mlp")
-        if int(self.iterations) != self.iterations or self.iterations < 0:
-            raise VesselfieldError(f"iterations must be a non-negative integer, got {self.iterations}")
-        for name in ("learning_rate", "sdf_sharpness_alpha", "silhouette_k_per_mm"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise VesselfieldError(f"{name} must be a positive number, got {value!r}")
-        for name in ("lambda_geo", "lambda_occ", "eikonal_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise VesselfieldError(f"{name} must be a non-negative number, got {value!r}")
+        check_numbers(self, positive=("learning_rate", "sdf_sharpness_alpha", "silhouette_k_per_mm"),
+                      non_negative=("iterations", "lambda_geo", "lambda_occ", "eikonal_weight", "hull_dilate_voxels",
+                                    "band_voxels", "checkpoint_every", "time_limit_s"),
+                      at_least_one=("geo_downsample", "geo_every", "mlp_hidden", "mlp_layers"),
+                      flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
         if not 0 < self.init_occupancy < 1:
             raise VesselfieldError(f"init_occupancy must lie in (0, 1), got {self.init_occupancy}")
-        for name in ("geo_downsample", "geo_every"):
-            if int(getattr(self, name)) < 1:
-                raise VesselfieldError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("hull_dilate_voxels", "band_voxels"):
-            if int(getattr(self, name)) < 0:
-                raise VesselfieldError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.time_limit_s is not None and not self.time_limit_s >= 0:
-            raise VesselfieldError(f"time_limit_s must be >= 0, got {self.time_limit_s}")
+
+    def _fill_implied(self) -> None:
+        """The values that ``method`` and ``preset`` imply, in one place; a contradiction is an error."""
+        representation, loss = METHOD_SWITCHES[self.method]
+        for name, implied in (("representation", representation), ("loss", loss)):
+            given = getattr(self, name)
+            if given is None:
+                setattr(self, name, implied)
+            elif given != implied:
+                raise VesselfieldError(f"method {self.method} uses {name} {implied!r}, not {given!r}: choose the "
+                                       f"method whose {name} you want ({', '.join(METHODS)})")
+        if self.field is None:
+            self.field = "grid" if self.preset == "cpu" else "hash-mlp"
+        if self.iterations is None:
+            self.iterations = 3000 if self.preset == "cpu" else 5000
+        if self.learning_rate is None:
+            if self.field == "hash-mlp":
+                self.learning_rate = 1e-4
+            else:
+                self.learning_rate = 1e-2 if self.representation == "sdf" else 0.5
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 256 if self.method == "neca" else 64
+
+    @classmethod
+    def cpu(cls, method: str = "sdf-car", **overrides) -> "SdfCarConfig":
+        """The ``cpu`` preset: an explicit SDF (or occupancy) value per band voxel, 3000 steps."""
+        return build_config(cls, {"method": method, "preset": "cpu", **overrides})
+
+    @classmethod
+    def gpu(cls, method: str = "sdf-car", **overrides) -> "SdfCarConfig":
+        """The ``gpu`` preset: the paper's hash grid + MLP, 5000 steps at 1e-4."""
+        return build_config(cls, {"method": method, "preset": "gpu", **overrides})
 
 
-# Defaults that differ by method or preset, in one place. Everything else is XrayConfig's default.
-_PRESET_DEFAULTS = {
-    "cpu": dict(field="grid", iterations=3000, learning_rate=1e-2),
-    # The paper's learning rate and iteration count on its hash-grid MLP.
-    "gpu": dict(field="hash-mlp", iterations=5000, learning_rate=1e-4),
-}
-_NECA_GPU = dict(mlp_hidden=256)
-# An occupancy logit v plays the role of -α s: the same step in logit units is α times larger.
-_OCCUPANCY_CPU = dict(learning_rate=0.5)
+#: The name this config had before 0.2 (one release).
+XrayConfig = SdfCarConfig
 
 
-def xray_config(method: str = "sdf-car", preset: str = "cpu", **overrides) -> XrayConfig:
-    """The configuration of ``method`` under ``preset``, with ``overrides`` (XrayConfig field names).
+def xray_config(method: str = "sdf-car", preset: str = "cpu", **overrides) -> SdfCarConfig:
+    """The configuration of ``method`` under ``preset`` with ``overrides`` (field names; None = not given).
 
-    Raises :class:`VesselfieldError` for an unknown method, preset or field name.
+    Raises :class:`VesselfieldError` for an unknown method, preset, field name or a bad value.
     """
-    if method not in METHODS:
-        raise VesselfieldError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if preset not in PRESETS:
-        raise VesselfieldError(f"unknown preset {preset!r}: use cpu or gpu")
-    names = {f.name for f in fields(XrayConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise VesselfieldError(f"unknown configuration field(s): {', '.join(unknown)}")
-    representation, loss = _METHOD_SWITCHES[method]
-    values = dict(method=method, preset=preset, representation=representation, loss=loss)
-    values.update(_PRESET_DEFAULTS[preset])
-    if method == "neca" and preset == "gpu":
-        values.update(_NECA_GPU)
-    if representation == "occupancy" and preset == "cpu":
-        values.update(_OCCUPANCY_CPU)
-    values.update({k: v for k, v in overrides.items() if v is not None or k == "time_limit_s"})
-    return XrayConfig(**values)
+    return build_config(SdfCarConfig, {"method": method, "preset": preset, **overrides})
 
 
-def config_from_dict(values: dict) -> XrayConfig:
-    """An :class:`XrayConfig` from a dict such as ``config.yaml``'s (unknown keys are errors)."""
-    values = dict(values)
-    method = values.pop("method", "sdf-car")
-    preset = values.pop("preset", "cpu")
-    return xray_config(method, preset, **values)
+def config_from_dict(values: dict) -> SdfCarConfig:
+    """An :class:`SdfCarConfig` from a dict such as ``config.yaml``'s (unknown keys are errors)."""
+    return build_config(SdfCarConfig, values)
 
 
 @dataclass
@@ -243,7 +249,7 @@ class XrayResult:
     seconds: float
     iterations: int
     stopped: str
-    config: XrayConfig
+    config: SdfCarConfig
     hull_voxels: int = 0
     setup_seconds: float = 0.0
     info: dict = field(default_factory=dict)
@@ -298,14 +304,22 @@ class _Problem:
     hull_in_band: torch.Tensor  # (N_hull,) positions of the hull voxels in the band vector
     eik_centre: torch.Tensor  # (E,) band positions with all three forward neighbours in the band
     eik_next: torch.Tensor  # (3, E) band positions of the +x, +y, +z neighbours
-    matrices: list  # RayVoxelMatrix per view (columns = hull voxels)
-    targets: list  # per view (N_rays,) target at each row's pixel (line integral mm or 0/1)
-    geo_targets: list  # per view (h, w) target signed distance of the downsampled mask (mm), or None
+    matrices: list  # RayVoxelMatrix per view (columns = hull voxels, rows = the pixels of ``pixels``)
+    pixels: list  # per view (P,) flat pixel indices (row-major) of the matrix's rows
+    targets: list  # per view (H, W) float32 target: line integrals (mm) or 0/1 mask
+    geo_targets: list  # per view (h, w) signed distance (mm) of the pooled target mask, or None
     masks: list  # per view (H, W) bool
 
+    def render(self, v: int, occ_hull: torch.Tensor, shape) -> torch.Tensor:
+        """(H, W) line integrals (mm) of the hull occupancies in view ``v``: zero off the matrix's rows."""
+        rendered = self.matrices[v].project(occ_hull)
+        image = torch.zeros(shape[0] * shape[1], dtype=rendered.dtype, device=rendered.device)
+        return image.index_put((self.pixels[v],), rendered).view(shape[0], shape[1])
 
-def _build_problem(geometry: Geometry, views, masks, kind: str, config: XrayConfig, device) -> _Problem:
+
+def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarConfig, device) -> _Problem:
     from vesselfield.render import ray_voxel_matrix, visual_hull
+    from vesselfield.render.footprint import voxel_footprint
 
     grid = geometry.volume
     hull = visual_hull(masks, geometry, dilate_voxels=int(config.hull_dilate_voxels))
@@ -333,16 +347,17 @@ def _build_problem(geometry: Geometry, views, masks, kind: str, config: XrayConf
     eik_centre = np.flatnonzero(ok)
     eik_next = np.stack([n[ok] for n in nxt])
 
-    matrices, targets, geo_targets = [], [], []
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
+    matrices, pixels, targets, geo_targets = [], [], [], []
     for i, view in enumerate(geometry.views):
         # Rays that can see a hull voxel, plus the mask itself: the rest render zero in any answer.
         rows = ndimage.binary_dilation(voxel_footprint(hull, grid, view) | masks[i], iterations=1)
         if kind == "line_integral":
             rows |= views[i] > 0
-        pixels = np.argwhere(rows)
-        matrices.append(ray_voxel_matrix(grid, view, pixels, voxel_mask=hull).to(device))
-        values = views[i][pixels[:, 0], pixels[:, 1]]
-        targets.append(torch.as_tensor(np.asarray(values, dtype=np.float32), device=device))
+        rc = np.argwhere(rows)
+        matrices.append(ray_voxel_matrix(grid, view, rc, voxel_mask=hull).to(device))
+        pixels.append(as_t(rc[:, 0] * view.detector_shape[1] + rc[:, 1]))
+        targets.append(torch.as_tensor(np.asarray(views[i], dtype=np.float32), device=device))
         geo_targets.append(None)
     if config.loss == "combined":
         from vesselfield.losses.projection import downsample_mask
@@ -353,64 +368,8 @@ def _build_problem(geometry: Geometry, views, masks, kind: str, config: XrayConf
             spacing = tuple(float(s) * config.geo_downsample for s in view.pixel_spacing_mm)
             dist = signed_distance_2d(small.cpu().numpy().astype(bool), spacing)
             geo_targets[i] = torch.as_tensor(dist, dtype=torch.float32, device=device)
-    as_t = lambda a: torch.as_tensor(a, dtype=torch.int64, device=device)  # noqa: E731
     return _Problem(grid, hull, as_t(band_flat), as_t(hull_in_band), as_t(eik_centre), as_t(eik_next),
-                    matrices, targets, geo_targets, masks)
-
-
-def voxel_footprint(voxels: np.ndarray, grid: VolumeGrid, view) -> np.ndarray:
-    """(H, W) bool: detector pixels whose ray can cross one of the ``voxels`` ((X, Y, Z) bool).
-
-    A voxel's value reaches every ray that passes within one voxel of its centre (trilinear
-    interpolation), so the eight corners of that (2 voxel)³ box are projected and the pixels
-    of their bounding box are marked: a superset of the rays the voxel can reach.
-    """
-    h, w = view.detector_shape
-    out = np.zeros((h, w), dtype=bool)
-    ijk = np.argwhere(voxels)
-    if len(ijk) == 0:
-        return out
-    corners = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], dtype=np.float64)
-    pts = (grid.origin + (ijk[:, None, :] + corners[None]) * grid.spacing).reshape(-1, 3)
-    rc = view.project_points(pts).reshape(len(ijk), 8, 2)
-    rc = np.nan_to_num(rc, nan=-1e9)
-    lo = np.clip(np.floor(rc.min(axis=1) + 0.5), -1, [h, w]).astype(np.int64)
-    hi = np.clip(np.floor(rc.max(axis=1) + 0.5), -1, [h, w]).astype(np.int64)
-    size = (hi - lo).max(axis=0) + 1
-    for dr in range(int(size[0])):
-        for dc in range(int(size[1])):
-            r = lo[:, 0] + dr
-            c = lo[:, 1] + dc
-            keep = (r <= hi[:, 0]) & (c <= hi[:, 1]) & (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            out[r[keep], c[keep]] = True
-    return out
-
-
-# ----------------------------------------------------------------------------- fields on the band
-class BandGridField(torch.nn.Module):
-    """One learnable value per band voxel (preset ``cpu``): ``s`` (normalised units) or an occupancy logit."""
-
-    def __init__(self, n_values: int, init_raw: float):
-        super().__init__()
-        self.values = torch.nn.Parameter(torch.full((n_values,), float(init_raw)))
-
-    def forward(self) -> torch.Tensor:
-        return self.values
-
-
-class BandNeuralField(torch.nn.Module):
-    """A neural field evaluated at the band voxel centres (preset ``gpu``); returns its raw values."""
-
-    def __init__(self, field_module, points_mm: torch.Tensor):
-        super().__init__()
-        self.field = field_module
-        self.register_buffer("points_mm", points_mm, persistent=False)
-
-    def forward(self) -> torch.Tensor:
-        from vesselfield.encodings.hash_grid import normalize_points
-
-        x = normalize_points(self.points_mm, self.field.grid)
-        return self.field.network(self.field.encoding(x)).reshape(-1)
+                    matrices, pixels, targets, geo_targets, masks)
 
 
 def _normalised_unit_mm(grid: VolumeGrid) -> float:
@@ -418,15 +377,12 @@ def _normalised_unit_mm(grid: VolumeGrid) -> float:
     return 0.5 * float(np.max(np.asarray(grid.shape) * grid.spacing))
 
 
-def _init_raw(config: XrayConfig) -> float:
-    o = config.init_occupancy
-    logit = math.log(o) - math.log1p(-o)
-    return -logit / config.sdf_sharpness_alpha if config.representation == "sdf" else logit
+def _make_field(config: SdfCarConfig, problem: _Problem, device) -> torch.nn.Module:
+    from vesselfield.fields.band import BandGridField, BandNeuralField
 
-
-def _make_field(config: XrayConfig, problem: _Problem, device) -> torch.nn.Module:
     if config.field == "grid":
-        return BandGridField(len(problem.band_index), _init_raw(config)).to(device)
+        return BandGridField(len(problem.band_index), config.representation, config.sdf_sharpness_alpha,
+                             config.init_occupancy).to(device)
     from vesselfield.encodings import HashGridEncoding
     from vesselfield.fields import NeuralField, ResidualMLP, SkipMLP
 
@@ -453,15 +409,10 @@ def _make_field(config: XrayConfig, problem: _Problem, device) -> torch.nn.Modul
     return BandNeuralField(neural, points).to(device)
 
 
-def _occupancy(raw: torch.Tensor, config: XrayConfig) -> torch.Tensor:
-    if config.representation == "sdf":
-        return torch.sigmoid(-config.sdf_sharpness_alpha * raw)
-    return torch.sigmoid(raw)
-
-
-def _eikonal(raw: torch.Tensor, problem: _Problem, unit_mm: float) -> torch.Tensor:
-    """mean((|∇s| - 1)²) over the band, ``s`` in mm, forward differences (anisotropic spacing)."""
-    s = raw * unit_mm
+def _eikonal(s: torch.Tensor, problem: _Problem, unit_mm: float) -> torch.Tensor:
+    """mean((|∇s| - 1)²) over the band, ``s`` in normalised units taken to mm, forward differences
+    (anisotropic spacing)."""
+    s = s * unit_mm
     centre = s[problem.eik_centre]
     grads = [(s[problem.eik_next[a]] - centre) / float(problem.grid.spacing[a]) for a in range(3)]
     norm = torch.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2 + 1e-12)
@@ -469,21 +420,12 @@ def _eikonal(raw: torch.Tensor, problem: _Problem, unit_mm: float) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------- the run
-def _write_config_file(path: Path, config: XrayConfig) -> None:
-    import yaml
-
-    from vesselfield.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(asdict(config), sort_keys=False))
-
-
 def reconstruct_xray(
     geometry: Geometry,
     views,
     *,
     kind: str = "line_integral",
-    config: XrayConfig | None = None,
+    config: SdfCarConfig | None = None,
     device: str = "auto",
     out_dir=None,
     resume: bool = False,
@@ -498,7 +440,7 @@ def reconstruct_xray(
         views: one (H, W) image per view, in the geometry's order: float line integrals (mm,
             ``kind="line_integral"``) or binary masks (``kind="mask"``; non-zero = vessel).
         kind: ``"line_integral"`` or ``"mask"``.
-        config: :class:`XrayConfig` (default ``xray_config("sdf-car", "cpu")``).
+        config: :class:`SdfCarConfig` (default ``SdfCarConfig()``: SDF-CAR, cpu preset).
         device: ``"auto" | "cpu" | "cuda" | "cuda:N"``.
         out_dir: folder for ``checkpoint.pt`` and ``log.csv`` (a temporary one when None).
         resume: continue from ``out_dir/checkpoint.pt`` (the same inputs and config are needed).
@@ -510,12 +452,14 @@ def reconstruct_xray(
         :class:`XrayResult`.
     """
     from vesselfield.device import resolve_device
-    from vesselfield.render import project_volume, projection_mask
+    from vesselfield.losses.projection import sdf_car_loss
+    from vesselfield.meshing.signed_distance import signed_distance_volume
+    from vesselfield.render import project_views, projection_mask
     from vesselfield.training import run_loop, seed_everything
 
-    config = config or xray_config()
-    if not isinstance(config, XrayConfig):
-        raise VesselfieldError("config must be an XrayConfig (see xray_config)")
+    config = config or SdfCarConfig()
+    if not isinstance(config, SdfCarConfig):
+        raise VesselfieldError("config must be an SdfCarConfig (see SdfCarConfig.cpu)")
     views = check_views(geometry, views, kind)
     dev = resolve_device(device)
     seed_everything(int(config.seed))
@@ -536,61 +480,34 @@ def reconstruct_xray(
     unit_mm = _normalised_unit_mm(grid)
     use_eikonal = config.representation == "sdf" and config.eikonal_weight > 0
     use_geo = config.loss == "combined" and config.lambda_geo > 0
+    # An occupancy-only loss is L_occ alone (weight 1), as NeCA trains.
     lambda_occ = float(config.lambda_occ) if config.loss == "combined" else 1.0
-    target_kind = "mask" if kind == "mask" else "line_integral"
-
-    from vesselfield.losses.projection import geometric_projection_loss, occupancy_projection_loss
-
+    shapes = [tuple(view.detector_shape) for view in geometry.views]
+    spacings = [tuple(float(s) for s in view.pixel_spacing_mm) for view in geometry.views]
     last_geo = [0.0]
 
     def step(i: int) -> dict:
-        raw = field_module()
-        occ = _occupancy(raw, config)
-        occ_hull = occ.index_select(0, problem.hull_in_band)
-        terms = {}
-        total = 0.0
-        occ_loss = 0.0
-        geo_loss = 0.0
+        out = field_module()
+        occ_hull = out["occupancy"].index_select(0, problem.hull_in_band)
+        rendered = [problem.render(v, occ_hull, shape) for v, shape in enumerate(shapes)]
         compute_geo = use_geo and i % int(config.geo_every) == 0
-        for v, (matrix, target) in enumerate(zip(problem.matrices, problem.targets)):
-            rendered = matrix.project(occ_hull)
-            occ_loss = occ_loss + occupancy_projection_loss(rendered, target, target_kind=target_kind,
-                                                            k_per_mm=config.silhouette_k_per_mm)
-            if compute_geo:
-                view = geometry.views[v]
-                h, w = view.detector_shape
-                image = torch.zeros(h * w, dtype=rendered.dtype, device=rendered.device)
-                rows = torch.as_tensor(matrix.pixels[:, 0] * w + matrix.pixels[:, 1], device=rendered.device)
-                image = image.index_put((rows,), rendered).view(h, w)
-                # Max-pooling keeps the silhouette consistent with downsample_mask's "any pixel"
-                # (the silhouette is monotone in I); average pooling would fade thin vessels.
-                small = torch.nn.functional.max_pool2d(image[None, None], int(config.geo_downsample))[0, 0]
-                spacing = tuple(float(s) * config.geo_downsample for s in view.pixel_spacing_mm)
-                geo_loss = geo_loss + geometric_projection_loss(
-                    small, None, spacing, k_per_mm=config.silhouette_k_per_mm,
-                    target_distance_mm=problem.geo_targets[v])
-        n_views = len(problem.matrices)
-        occ_loss = occ_loss / n_views
-        total = lambda_occ * occ_loss
-        terms["loss_occ"] = float(occ_loss.detach())
-        if use_geo:
-            if compute_geo:
-                geo_loss = geo_loss / n_views
-                total = total + config.lambda_geo * geo_loss
-                terms["loss_geo"] = last_geo[0] = float(geo_loss.detach())
-            else:  # between L_geo evaluations the log repeats the last value
-                terms["loss_geo"] = last_geo[0]
-        if use_eikonal:
-            eik = _eikonal(raw, problem, unit_mm)
-            total = total + lambda_occ * config.eikonal_weight * eik
-            terms["loss_eikonal"] = float(eik.detach())
+        total, terms = sdf_car_loss(
+            rendered, problem.targets, spacings, target_kind=kind,
+            lambda_geo=config.lambda_geo if use_geo else 0.0, lambda_occ=lambda_occ,
+            k_per_mm=config.silhouette_k_per_mm, target_distance_mm=problem.geo_targets if use_geo else None,
+            geo_downsample=int(config.geo_downsample), with_geo=compute_geo, occ_pixels=problem.pixels,
+            eikonal=_eikonal(out["sdf"], problem, unit_mm) if use_eikonal else None,
+            eikonal_weight=float(config.eikonal_weight))
+        if compute_geo:
+            last_geo[0] = terms["loss_geo"]
+        elif use_geo:  # between L_geo evaluations the log repeats the last value
+            terms["loss_geo"] = last_geo[0]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        terms["loss"] = float(total.detach())
         if monitor is not None and monitor_every and (i + 1) % monitor_every == 0:
             with torch.no_grad():
-                monitor(i + 1, _full_occupancy(_occupancy(field_module(), config), problem))
+                monitor(i + 1, _full_occupancy(field_module()["occupancy"], problem))
         return terms
 
     scratch = None
@@ -610,21 +527,19 @@ def reconstruct_xray(
             description=f"{config.method} ({config.preset})",
             extra={"config": asdict(config), "kind": kind},
         )
-        log_rows = _read_log(Path(out_dir) / "log.csv")
     finally:
         if scratch is not None:
             scratch.cleanup()
 
     with torch.no_grad():
-        occupancy = _full_occupancy(_occupancy(field_module(), config), problem)
-    occ_t = torch.from_numpy(occupancy)
-    rendered = [project_volume(occ_t, grid, view).numpy().astype(np.float32) for view in geometry.views]
+        occupancy = _full_occupancy(field_module()["occupancy"], problem)
+    rendered = [v.numpy().astype(np.float32) for v in project_views(torch.from_numpy(occupancy), geometry)]
     return XrayResult(
         grid=grid,
         occupancy=occupancy,
         sdf=signed_distance_volume(occupancy, grid),
         rendered=rendered,
-        log=log_rows,
+        log=loop.rows,
         seconds=float(loop.elapsed_s),
         iterations=int(loop.iterations_done),
         stopped=str(loop.stopped_by),
@@ -642,33 +557,3 @@ def _full_occupancy(occ_band: torch.Tensor, problem: _Problem) -> np.ndarray:
     occupancy[problem.band_index.cpu().numpy()] = occ_band.float().cpu().numpy()
     occupancy = occupancy.reshape(grid.shape) * problem.hull
     return np.clip(occupancy, 0.0, 1.0).astype(np.float32)
-
-
-def _read_log(path: Path) -> list[dict]:
-    import csv
-
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items()})
-    return rows
-
-
-def signed_distance_volume(occupancy, grid: VolumeGrid, level: float = 0.5) -> np.ndarray:
-    """(X, Y, Z) float32 signed distance (mm, negative inside) to the ``level`` surface of an occupancy.
-
-    Voxel-centre Euclidean distance transforms with the grid's spacing, each side measured to
-    the half-way point between an inside and an outside voxel centre (so |d| >= half a voxel).
-    """
-    inside = np.asarray(occupancy) >= level
-    spacing = tuple(float(s) for s in grid.spacing)
-    if not inside.any():
-        return np.full(grid.shape, np.inf, dtype=np.float32)
-    if inside.all():
-        return np.full(grid.shape, -np.inf, dtype=np.float32)
-    half = 0.5 * min(spacing)
-    outside_d = ndimage.distance_transform_edt(~inside, sampling=spacing) - half
-    inside_d = ndimage.distance_transform_edt(inside, sampling=spacing) - half
-    return np.where(inside, -inside_d, outside_d).astype(np.float32)

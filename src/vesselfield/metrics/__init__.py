@@ -1,4 +1,4 @@
-"""Metrics on NumPy arrays: overlap, topology (clDice), surface distances, reconstruction errors.
+"""Metrics on NumPy arrays: overlap, topology (clDice), surface and mesh distances, reconstruction errors.
 
 A functional core (as MONAI's metrics): every function takes ``(pred, target)`` in that order and
 returns a Python float. Binary volumes are bool or 0/1 arrays (threshold probability maps
@@ -12,6 +12,7 @@ from vesselfield.metrics.evaluate import METRIC_INFO, evaluate_volumes, format_m
 from vesselfield.metrics.overlap import dice, iou, jaccard_distance
 from vesselfield.metrics.reconstruction import re_error, re_mse
 from vesselfield.metrics.surface import (
+    MeshDistance,
     assd_mm,
     chamfer_distance_mm,
     chamfer_voxel_mm,
@@ -22,12 +23,14 @@ from vesselfield.metrics.surface import (
     mesh_completion,
     mesh_completion_from_meshes,
     sample_surface_points,
+    surface_distance_to_zero_level_mm,
     surface_points,
 )
 from vesselfield.metrics.topology import cldice, cldice_scores, skeleton, topology_precision, topology_sensitivity
 
 __all__ = [
     "METRIC_INFO",
+    "MeshDistance",
     "assd_mm",
     "chamfer_distance_mm",
     "chamfer_voxel_mm",
@@ -48,6 +51,7 @@ __all__ = [
     "re_mse",
     "sample_surface_points",
     "skeleton",
+    "surface_distance_to_zero_level_mm",
     "surface_points",
     "topology_precision",
     "topology_sensitivity",

@@ -3,6 +3,7 @@
 See ``vesselfield.render.projector`` and ``docs/geometry.md``.
 """
 
+from vesselfield.render.footprint import voxel_footprint
 from vesselfield.render.projector import (
     DEFAULT_CHUNK_RAYS,
     DEFAULT_MASK_THRESHOLD_MM,
@@ -36,6 +37,7 @@ __all__ = [
     "all_pixels",
     "ray_voxel_matrix",
     "visual_hull",
+    "voxel_footprint",
     "DEFAULT_K_PER_MM",
     "signed_distance_2d",
     "soft_signed_distance_2d",

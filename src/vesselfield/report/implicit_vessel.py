@@ -8,20 +8,19 @@ What the figures show of a fitted :class:`~vesselfield.methods.implicit_vessel.I
   within ± one slice thickness of each slice;
 - :func:`figure_points`: the input (and held-out) surface points in 3D, coloured by |SDF| at them
   in mm: how closely the zero level passes through them;
-- the mesh and the loss curves, drawn by :mod:`vesselfield.report.sdf_car`'s ``figure_mesh`` and
-  ``figure_losses``;
+- the mesh and the loss curves, drawn by the generic :func:`~vesselfield.report.figures.figure_mesh`
+  and :func:`~vesselfield.report.figures.figure_losses`;
 - :func:`figure_robustness_boxplot`: Dice or surface distance against the number of input points,
   one box per count and one panel per shape (the paper's Figure 3).
 
-:func:`write_inr_report` writes them next to one self-contained ``report.html`` (images embedded
-as base64 data URIs, inline CSS), with the same HTML pieces as the X-ray report. Every file is
-written atomically.
+:func:`write_inr_report` writes them next to one self-contained ``report.html``, a
+:class:`~vesselfield.report.html.ReportPage` as every method's report. Every file is written
+atomically.
 
 The SDF is evaluated on the three slices only (``resolution`` samples along the longest side of
 the box, isotropic in mm), never on a full volume: at the default 200 that is at most 120,000
-queries. Display conventions (LPS world, mm) are those of the X-ray report: the axial slice is seen
-from the feet, x (+L) to the right and y (+P) downwards; the coronal slice has x to the right and
-z (+S) up; the sagittal slice y to the right and z up; equal scales on both axes.
+queries. The slices follow the LPS display conventions of :mod:`vesselfield.report.figures` (the
+axial slice seen from the feet; equal scales).
 
 Measured on the shared 2-core CPU (load ~6): the whole report of an untrained ``fast`` model
 (200-sample slices, 400 points, a 2k-face mesh, a 300-row log) takes 2.7-4.3 s, of which the
@@ -30,28 +29,28 @@ slices' 3 x 200² SDF queries 1.1-2.3 s; the figures without them ~1.5 s.
 
 from __future__ import annotations
 
-import html
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from vesselfield.errors import VesselfieldError
-from vesselfield.io.atomic import write_text_atomic
-from vesselfield.report.sdf_car import (
-    _WORLD_AXIS_LABELS,
-    _figure,
-    _figure_html,
-    _html_head,
-    _format_info,
-    _metric_rows,
-    _save_png,
-    _table,
+from vesselfield.report.figures import (
+    MESH_AZIMUTH_DEG,
+    MESH_ELEVATION_DEG,
+    PLANE_NAMES,
+    draw_world_plane,
     figure_losses,
     figure_mesh,
+    in_plane_axes,
+    label_axes,
+    label_world_axes_3d,
+    new_figure,
+    save_png,
 )
+from vesselfield.report.html import REPORT_NAME, ReportPage, optional_mapping, report_folder
 from vesselfield.validate import require_finite
 
 __all__ = [
@@ -82,17 +81,15 @@ MAX_POINTS_SHOWN = 3000
 SURFACE_COLORS = ("black", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 """Zero-contour colour of surface k (cycled): none of them red or blue, the colours of the SDF map."""
 
-SLICE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
-
-# The camera of xray.figure_mesh's default view: from the anterior-left, slightly from above.
-_ELEVATION_DEG, _AZIMUTH_DEG = 15.0, -75.0
+# What write_inr_report and the figures read of a model. Checked by attribute rather than by class
+# so that this shared part does not import the method (layers import one way: methods -> report).
+_MODEL_ATTRIBUTES = ("sdf", "channel", "surface_names", "n_surfaces", "bounds_mm", "center_mm", "scale_mm",
+                     "config")
 
 
 # ------------------------------------------------------------------------------------ inputs
 def _check_model(model):
-    from vesselfield.methods.implicit_vessel import ImplicitVesselModel
-
-    if not isinstance(model, ImplicitVesselModel):
+    if not all(hasattr(model, name) for name in _MODEL_ATTRIBUTES):
         raise VesselfieldError(f"model must be an ImplicitVesselModel (fit_implicit_sdf(...).model), "
                                f"got {type(model).__name__}")
     return model
@@ -167,12 +164,11 @@ class SdfSlice:
 
     @property
     def name(self) -> str:
-        return SLICE_NAMES[self.axis]
+        return PLANE_NAMES[self.axis]
 
     @property
     def in_plane_axes(self) -> tuple[int, int]:
-        a, b = [d for d in range(3) if d != self.axis]
-        return a, b
+        return in_plane_axes(self.axis)
 
     def points_mm(self) -> np.ndarray:
         """(V, U, 3) world positions of the samples."""
@@ -185,7 +181,7 @@ class SdfSlice:
 
 def _plane_points(axis: int, position_mm: float, u_mm: np.ndarray, v_mm: np.ndarray) -> np.ndarray:
     """(V, U, 3) world mm of the samples ``(u_mm[j], v_mm[i])`` on the plane ``x[axis] = position_mm``."""
-    a, b = [d for d in range(3) if d != axis]
+    a, b = in_plane_axes(axis)
     out = np.empty((len(v_mm), len(u_mm), 3))
     out[..., axis] = position_mm
     out[..., a] = u_mm[None, :]
@@ -225,7 +221,7 @@ def sdf_slices(model, *, resolution: int = 200, margin_mm: float | None = None) 
     coords = [centre[d] + (np.arange(counts[d]) - 0.5 * (counts[d] - 1)) * spacing for d in range(3)]
     slices = []
     for axis in range(3):
-        a, b = [d for d in range(3) if d != axis]
+        a, b = in_plane_axes(axis)
         position = float(centre[axis])
         sdf = model.sdf(_plane_points(axis, position, coords[a], coords[b]), "all").astype(np.float64)
         slices.append(SdfSlice(axis, position, coords[a], coords[b], sdf))
@@ -295,15 +291,15 @@ def figure_sdf_slices(path, model, points=None, *, resolution: int = 200, margin
         raise VesselfieldError(f"slice_thickness_mm must be a non-negative number of mm, got {slice_thickness_mm}")
     limit = max(max(float(np.abs(s.sdf_mm[..., shown]).max()) for s in slices), 1e-6)
 
-    fig = _figure(13.0, 5.0)
+    fig = new_figure(13.0, 5.0)
     axes = fig.subplots(1, 3)
     image = None
     for ax, sl in zip(axes, slices):
         a, b = sl.in_plane_axes
         du = sl.u_mm[1] - sl.u_mm[0] if len(sl.u_mm) > 1 else 1.0
-        extent = (sl.u_mm[0] - du / 2, sl.u_mm[-1] + du / 2, sl.v_mm[0] - du / 2, sl.v_mm[-1] + du / 2)
-        image = ax.imshow(sl.sdf_mm[..., shown], cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower",
-                          extent=extent, aspect="equal", interpolation="bilinear")
+        image = draw_world_plane(ax, sl.sdf_mm[..., shown], sl.axis, (sl.u_mm[0] - du / 2, sl.u_mm[-1] + du / 2),
+                                 (sl.v_mm[0] - du / 2, sl.v_mm[-1] + du / 2), cmap="RdBu_r", vmin=-limit,
+                                 vmax=limit, interpolation="bilinear")
         for k, lines in enumerate(zero_contours(sl, model.surface_names).values()):
             for line in lines:
                 ax.plot(line[:, 0], line[:, 1], color=_surface_color(k), linewidth=1.6)
@@ -312,12 +308,7 @@ def figure_sdf_slices(path, model, points=None, *, resolution: int = 200, margin
             colors = [_surface_color(k) if k >= 0 else "0.45" for k in owner[near]]
             ax.scatter(positions[near, a], positions[near, b], s=14, c=colors, edgecolors="white", linewidths=0.6,
                        zorder=3)
-        if sl.axis == 2:  # axial, seen from the feet: anterior (small y) on top
-            ax.invert_yaxis()
-        ax.set_title(f"{sl.name} ({'xyz'[sl.axis]} = {sl.position_mm:.1f} mm)", fontsize=10)
-        ax.set_xlabel(_WORLD_AXIS_LABELS[a], fontsize=8)
-        ax.set_ylabel(_WORLD_AXIS_LABELS[b], fontsize=8)
-        ax.tick_params(labelsize=7)
+        label_axes(ax, f"{sl.name} ({'xyz'[sl.axis]} = {sl.position_mm:.1f} mm)")
     bar = fig.colorbar(image, ax=axes, shrink=0.8)
     bar.set_label(f"SDF of {model.surface_names[shown]!r} (mm)", fontsize=8)
 
@@ -328,7 +319,7 @@ def figure_sdf_slices(path, model, points=None, *, resolution: int = 200, margin
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=5, markerfacecolor=marker_color,
                               markeredgecolor="white", label=f"input points within ±{half:.2g} mm"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=9, frameon=False)
-    return _save_png(fig, path), [h.get_label() for h in handles]
+    return save_png(fig, path), [h.get_label() for h in handles]
 
 
 # ------------------------------------------------------------------------------------ points
@@ -364,7 +355,7 @@ def figure_points(path, model, points, *, held_out=None, max_points: int = MAX_P
     vmax = max(float(np.percentile(everything, 99)), 1e-6)
     rng = np.random.default_rng(seed)
 
-    fig = _figure(6.2 * len(sets) + 0.8, 6.0)
+    fig = new_figure(6.2 * len(sets) + 0.8, 6.0)
     scatter = None
     for i, (label, positions, residuals) in enumerate(sets, start=1):
         stats = _residual_stats(residuals)
@@ -377,16 +368,14 @@ def figure_points(path, model, points, *, held_out=None, max_points: int = MAX_P
                              s=6, depthshade=False)
         # Equal mm on the three axes: the box's proportions are the points' extents.
         ax.set_box_aspect(tuple(np.maximum(np.ptp(p, axis=0), 1e-6 * float(np.ptp(p, axis=0).max() or 1.0))))
-        ax.view_init(elev=_ELEVATION_DEG, azim=_AZIMUTH_DEG)
-        for set_axis_label, text in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), _WORLD_AXIS_LABELS):
-            set_axis_label(text, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.view_init(elev=MESH_ELEVATION_DEG, azim=MESH_AZIMUTH_DEG)
+        label_world_axes_3d(ax)
         subset = "" if len(keep) == stats["n"] else f" ({len(keep)} shown)"
         ax.set_title(f"{label}: {stats['n']}{subset}\n|SDF| median {stats['median']:.3g} mm, "
                      f"95th percentile {stats['p95']:.3g} mm, max {stats['max']:.3g} mm", fontsize=9)
     bar = fig.colorbar(scatter, ax=fig.axes, shrink=0.7, extend="max" if everything.max() > vmax else "neither")
     bar.set_label("|SDF| at the point (mm)", fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 # ------------------------------------------------------------------------------------ robustness
@@ -440,7 +429,7 @@ def figure_robustness_boxplot(rows: Sequence[Mapping[str, Any]], out_path, metri
         if math.isfinite(value):
             per_count.append(value)
 
-    fig = _figure(0.8 + 3.4 * len(values), 4.2)
+    fig = new_figure(0.8 + 3.4 * len(values), 4.2)
     axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
     for ax, (shape, per_count) in zip(axes, values.items()):
         counts = sorted(per_count)
@@ -458,7 +447,7 @@ def figure_robustness_boxplot(rows: Sequence[Mapping[str, Any]], out_path, metri
         ax.grid(True, axis="y", alpha=0.3)
         ax.tick_params(labelsize=8)
     axes[0].set_ylabel(_metric_label(metric), fontsize=9)
-    return _save_png(fig, out_path)
+    return save_png(fig, out_path)
 
 
 # ------------------------------------------------------------------------------------ HTML
@@ -522,8 +511,6 @@ def write_inr_report(
     Returns:
         ``{"slices", "points", "mesh", "losses", "report": Path}``, the keys of what was written.
     """
-    from vesselfield.meshing.marching_cubes import mesh_summary
-
     model = _check_model(model)
     if points is not None:
         _surface_points(model, points, "points")
@@ -531,78 +518,52 @@ def write_inr_report(
         if points is None:
             raise VesselfieldError("held-out points are shown next to the fitting points: pass points too")
         _surface_points(model, held_out, "held-out points")
-    if metrics is not None and not isinstance(metrics, Mapping):
-        raise VesselfieldError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
+    metrics = optional_mapping(metrics, "metrics", "name -> value")
     if mesh is not None and not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")):
         raise VesselfieldError(f"mesh must be a trimesh.Trimesh, got {type(mesh).__name__}")
     log = list(log or [])
     if any(not isinstance(row, Mapping) for row in log):
         raise VesselfieldError("log must be a list of dicts (FitResult.log)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise VesselfieldError(f"report folder {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    title = title or f"Implicit vessel model: {', '.join(model.surface_names)}"
+    page = ReportPage(title or f"Implicit vessel model: {', '.join(model.surface_names)}",
+                      note="Implicit neural SDF fitted to surface points (Alblas et al., STACOM 2022; IGR, "
+                           "Gropp et al., ICML 2020).", warnings=warnings)
+    out = report_folder(out_dir)
 
-    written: dict[str, Path] = {}
-    figures = []  # (key, alt, caption)
-    written["slices"], _ = figure_sdf_slices(out / FIGURE_FILES["slices"], model, points, resolution=resolution)
-    figures.append(("slices", "SDF slices",
-                    "The SDF (mm) of the first surface on the sagittal, coronal and axial mid-slices of the fitting "
-                    "points' box (red outside, blue inside, white at 0), the zero level of every surface as a "
-                    "contour, and the input points near each slice. LPS world mm, equal scales; the axial slice "
-                    "is seen from the feet."))
     fits = []
     if points is not None:
-        written["points"] = figure_points(out / FIGURE_FILES["points"], model, points, held_out=held_out)
         fits.append(("input points", point_residuals_mm(model, points)[1]))
         if held_out is not None:
             fits.append(("held-out points", point_residuals_mm(model, held_out)[1]))
-        figures.append(("points", "surface points",
+    page.add_summary(_summary_rows(model, fits))
+    if fits:
+        page.add_table("Distance of the zero level from the points",
+                       ("points", "n", "mean |SDF| (mm)", "median (mm)", "95th percentile (mm)", "max (mm)"),
+                       _residual_rows(fits), numeric=(1, 2, 3, 4, 5))
+    page.add_metrics(metrics)
+    if mesh is not None:
+        page.add_mesh_summary(mesh)
+    page.add_config(model.config)
+
+    written: dict[str, Path] = {}
+    written["slices"], _ = figure_sdf_slices(out / FIGURE_FILES["slices"], model, points, resolution=resolution)
+    page.add_figure(written["slices"], "SDF slices",
+                    "The SDF (mm) of the first surface on the sagittal, coronal and axial mid-slices of the fitting "
+                    "points' box (red outside, blue inside, white at 0), the zero level of every surface as a "
+                    "contour, and the input points near each slice. LPS world mm, equal scales; the axial slice "
+                    "is seen from the feet.")
+    if points is not None:
+        written["points"] = figure_points(out / FIGURE_FILES["points"], model, points, held_out=held_out)
+        page.add_figure(written["points"], "surface points",
                         "The surface points coloured by |SDF| at them (mm): 0 where the zero level passes "
-                        "through a point. At most a few thousand points are drawn per set; the statistics use all."))
+                        "through a point. At most a few thousand points are drawn per set; the statistics use all.")
     if mesh is not None:
         written["mesh"] = figure_mesh(out / FIGURE_FILES["mesh"], mesh)
-        figures.append(("mesh", "surface mesh",
-                        "The zero level as a triangle mesh (world mm, equal scales, Lambert shading)."))
+        page.add_figure(written["mesh"], "surface mesh",
+                        "The zero level as a triangle mesh (world mm, equal scales, Lambert shading).")
     if log:
         written["losses"] = figure_losses(out / FIGURE_FILES["losses"], log)
-        figures.append(("losses", "loss curves",
+        page.add_figure(written["losses"], "loss curves",
                         "Loss terms against the iteration (log scale; IGR: surface |f|, eikonal (‖∇f‖ − 1)², "
-                        "normal, nesting; non-positive values left out)."))
-
-    parts = [
-        *_html_head(title),
-        '<p class="note">Implicit neural SDF fitted to surface points (Alblas et al., STACOM 2022; IGR, '
-        "Gropp et al., ICML 2020).</p>",
-        *(f'<p class="warning">Warning: {html.escape(str(w))}</p>' for w in warnings),
-        "<h2>Summary</h2>",
-        _table(("item", "value"), _summary_rows(model, fits)),
-    ]
-    if fits:
-        parts += ["<h2>Distance of the zero level from the points</h2>",
-                  _table(("points", "n", "mean |SDF| (mm)", "median (mm)", "95th percentile (mm)", "max (mm)"),
-                         _residual_rows(fits), numeric=(1, 2, 3, 4, 5))]
-    parts.append("<h2>Metrics</h2>")
-    if metrics:
-        parts.append(_table(("metric", "value", "unit", "better", "description"), _metric_rows(metrics), numeric=(1,)))
-    else:
-        parts.append('<p class="note">No metrics were given.</p>')
-    if mesh is not None:
-        summary = mesh_summary(mesh)
-        parts += ["<h2>Mesh</h2>", _table(("item", "value"), [
-            ("vertices", summary["vertices"]), ("faces", summary["faces"]),
-            ("watertight", "yes" if summary["watertight"] else "no"),
-            ("connected components", summary["components"]),
-            ("volume (mm³)", _format_info(summary["volume_mm3"])),
-            ("area (mm²)", _format_info(summary["area_mm2"])),
-        ], numeric=(1,))]
-    parts += ["<h2>Configuration</h2>",
-              _table(("setting", "value"), [(k, _format_info(v)) for k, v in asdict(model.config).items()])]
-    for key, alt, caption in figures:
-        parts.append(f"<h2>{html.escape(alt[0].upper() + alt[1:])}</h2>")
-        parts.append(_figure_html(written[key], alt, caption))
-    parts.append('<p class="note">Written by vesselfield.</p></body></html>')
-    written["report"] = out / "report.html"
-    write_text_atomic(written["report"], "\n".join(parts) + "\n")
+                        "normal, nesting; non-positive values left out).")
+    written["report"] = page.write(out / REPORT_NAME)
     return written

@@ -1,8 +1,10 @@
-"""``vesselfield fit points|mesh|nested`` and ``vesselfield blend``: files in, models, SDFs and meshes out.
+"""``vesselfield fit points|mesh|nested`` and ``vesselfield blend`` (vesselfield.pipelines.fit / .blend):
+files in, models, SDFs and meshes out.
 
 Analytic shapes (a sphere point cloud, capsule meshes) with tiny configurations so that the whole
 file runs in well under a minute on 2 CPU cores. Only the CLI contract test uses the real
-``fast`` preset; the others shrink it to a small plain MLP (:data:`TINY`).
+``fast`` preset; the others shrink it to a small plain MLP (:data:`TINY`, on the command line
+:data:`TINY_SET`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from vesselfield.cli import main
 from vesselfield.errors import VesselfieldError
 from vesselfield.io import load_volume, save_points
 from vesselfield.methods import implicit_vessel as inr
-from vesselfield.methods.implicit_vessel import ImplicitVesselModel, config_from_dict, inr_config
-from vesselfield.methods.inr_files import blend_files, fit_mesh_files, fit_nested_files, fit_points_files
+from vesselfield.methods.implicit_vessel import BlendConfig, ImplicitVesselModel, config_from_dict, inr_config
+from vesselfield.pipelines.blend import blend_files
+from vesselfield.pipelines.fit import fit_mesh_files, fit_nested_files, fit_points_files
 
 trimesh = pytest.importorskip("trimesh")
 
 #: A small plain MLP: ~5 ms per iteration on one CPU thread (the hash grid costs ~40 ms).
 TINY = dict(encoding="none", hidden_dim=32, n_layers=3, skip_layer=-1, n_domain_samples=256)
+TINY_SET = ["--set", *(f"{k}={v}" for k, v in TINY.items())]
 SPHERE_CENTER = np.array([3.0, -2.0, 5.0])
 SPHERE_RADIUS = 10.0
 
@@ -121,25 +125,25 @@ def test_cli_fit_points_contract_resume_and_refusals(tmp_path, capsys):
 def test_fit_points_without_normals_and_default_spacing(tmp_path):
     points, _ = sphere_points(400, seed=1)
     save_points(tmp_path / "sphere.xyz", points)
-    run = fit_points_files(tmp_path / "sphere.xyz", tmp_path / "fit", iterations=150, device="cpu", progress=False,
-                           report=False, overrides=TINY)
+    run = fit_points_files(tmp_path / "sphere.xyz", tmp_path / "fit", config=inr_config(iterations=150, **TINY),
+                           device="cpu", progress=False, report=False)
     # Default spacing: largest extent (20 mm) / 128, to 2 significant digits.
-    assert run["summary"]["spacing_mm"] == 0.16
+    assert run.details["spacing_mm"] == 0.16
     sdf, grid = load_volume(tmp_path / "fit" / "sdf.nii.gz")
     truth = np.linalg.norm(grid.voxel_centers_mm(np.float64) - SPHERE_CENTER, axis=-1) < SPHERE_RADIUS
     assert dice(sdf < 0, truth) > 0.97  # measured 0.990
-    assert not run["summary"]["normals"] and run["summary"]["mesh"]["watertight"]
+    assert not run.details["normals"] and run.details["mesh"]["watertight"]
+    assert run.files["summary"] == tmp_path / "fit" / "summary.json" and run.warnings == []
 
 
 # ------------------------------------------------------------------------------------ fit mesh
-def test_cli_fit_mesh_samples_and_fits_a_capsule(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(inr.INR_PRESETS, "fast", TINY)
+def test_cli_fit_mesh_samples_and_fits_a_capsule(tmp_path, capsys):
     cap = capsule([0, 0, 0], [0, 0, 20], radius=4.0)
     cap.export(tmp_path / "capsule.stl")
     out = tmp_path / "fit"
     code = main([str(a) for a in ["fit", "mesh", "--mesh", tmp_path / "capsule.stl", "--n-points", "600", "--out", out,
                                   "--iterations", "200", "--spacing", "0.5", "--seed", "3", "--device", "cpu",
-                                  "--quiet"]])
+                                  "--quiet", *TINY_SET]])
     assert code == 0, capsys.readouterr().err
     from vesselfield.io import load_points
 
@@ -171,12 +175,12 @@ def nested_inputs(tmp_path_factory):
 def nested_joint(nested_inputs):
     out = nested_inputs / "joint"
     fit_nested_files([nested_inputs / "lumen.npy", nested_inputs / "wall.stl"], out, n_points=600,
-                     nesting_weight=1.0, iterations=200, spacing_mm=0.5, device="cpu", progress=False,
-                     report=False, overrides=TINY)
+                     config=inr_config(nesting_weight=1.0, iterations=200, **TINY), spacing_mm=0.5, device="cpu",
+                     progress=False, report=False)
     return out
 
 
-def test_nested_joint_and_separate_write_nesting_reports(nested_inputs, nested_joint, tmp_path, capsys, monkeypatch):
+def test_nested_joint_and_separate_write_nesting_reports(nested_inputs, nested_joint, tmp_path, capsys):
     joint = json.loads((nested_joint / "nesting.json").read_text())
     assert joint["mode"] == "joint" and joint["surfaces_innermost_first"] == ["lumen", "wall"]
     assert joint["uniform_samples"] == 200_000 and 0.0 <= joint["violation_fraction"] <= 1.0
@@ -187,11 +191,11 @@ def test_nested_joint_and_separate_write_nesting_reports(nested_inputs, nested_j
     assert model.surface_names == ["lumen", "wall"]
     assert (nested_joint / "points_wall.ply").is_file() and not (nested_joint / "points_lumen.ply").exists()
 
-    monkeypatch.setitem(inr.INR_PRESETS, "fast", TINY)
     out = tmp_path / "separate"
     code = main([str(a) for a in ["fit", "nested", "--surfaces", nested_inputs / "lumen.npy", nested_inputs / "wall.stl",
                                   "--names", "inner", "outer", "--separate", "--n-points", "600", "--out", out,
-                                  "--iterations", "150", "--spacing", "0.5", "--device", "cpu", "--quiet"]])
+                                  "--iterations", "150", "--spacing", "0.5", "--device", "cpu", "--quiet",
+                                  *TINY_SET]])
     assert code == 0, capsys.readouterr().err
     assert "nesting (separate)" in capsys.readouterr().out
     separate = json.loads((out / "nesting.json").read_text())
@@ -216,9 +220,9 @@ def capsule_models(tmp_path_factory):
     volumes = {}
     for name, (a, b) in shapes.items():
         capsule(a, b).export(root / f"{name}.stl")
-        run = fit_mesh_files(root / f"{name}.stl", root / name, n_points=500, iterations=200, spacing_mm=0.5,
-                             device="cpu", progress=False, report=False, overrides=TINY)
-        volumes[name] = run["summary"]["mesh"]["volume_mm3"]
+        run = fit_mesh_files(root / f"{name}.stl", root / name, n_points=500, config=inr_config(iterations=200, **TINY),
+                             spacing_mm=0.5, device="cpu", progress=False, report=False)
+        volumes[name] = run.details["mesh"]["volume_mm3"]
     return root, volumes
 
 
@@ -237,8 +241,10 @@ def test_cli_blend_of_an_l_junction_is_one_watertight_piece(capsule_models, tmp_
     sdf, grid = load_volume(out / "sdf.nii.gz")
     assert sdf.min() < 0 < sdf.max() and grid.spacing_mm == (0.5, 0.5, 0.5)
     # The smooth union lies below the plain one: at the junction's crease it fills a fillet.
-    plain = blend_files([root / "x", root / "y"], tmp_path / "plain", k_mm=0.0, spacing_mm=0.5)
-    assert plain["summary"]["mesh"]["volume_mm3"] < mesh.volume
+    plain = blend_files([root / "x", root / "y"], tmp_path / "plain", config=BlendConfig(k_mm=0.0, spacing_mm=0.5))
+    assert plain.details["mesh"]["volume_mm3"] < mesh.volume
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert BlendConfig(**stored["config"]) == BlendConfig(k_mm=2.0, spacing_mm=0.5)
 
 
 def test_cli_blend_of_disjoint_models_warns_not_cfd_ready(capsule_models, tmp_path, capsys):
@@ -311,23 +317,24 @@ def test_cli_blend_refusals(capsule_models, nested_joint, tmp_path, capsys):
     expect_user_error(capsys, ["blend", "--models", nested_joint, "--k", "1", "--spacing", "0.5", "--surface",
                                "media", "--out", out], "no surface 'media'", out_dir=out)
     expect_user_error(capsys, ["blend", "--models", root / "x", "--k", "-1", "--spacing", "0.5", "--out", out],
-                      "--k must be", out_dir=out)
+                      "k_mm (--k) must be", out_dir=out)
     expect_user_error(capsys, ["blend", "--models", root / "x", "--k", "1", "--spacing", "-0.5", "--out", out],
-                      "--spacing must be a positive", out_dir=out)
+                      "spacing_mm (--spacing) must be a positive", out_dir=out)
     with pytest.raises(VesselfieldError, match="at least one model"):
-        blend_files([], out, k_mm=1.0, spacing_mm=0.5)
+        blend_files([], out, config=BlendConfig(k_mm=1.0, spacing_mm=0.5))
     assert not out.exists()
     # With --surface, a nested model blends like any other.
-    run = blend_files([nested_joint, root / "x"], out, k_mm=1.0, spacing_mm=0.5, surface="wall")
-    assert run["summary"]["models"][0]["surface"] == "wall" and run["summary"]["components"] == 1
+    run = blend_files([nested_joint, root / "x"], out, config=BlendConfig(k_mm=1.0, spacing_mm=0.5, surface="wall"))
+    assert run.details["models"][0]["surface"] == "wall" and run.details["components"] == 1
 
 
 def test_diverging_fit_is_a_one_line_error(tmp_path):
     points, _ = sphere_points(100)
     np.save(tmp_path / "sphere.npy", points)
     with pytest.raises(VesselfieldError, match="diverged") as info:
-        fit_points_files(tmp_path / "sphere.npy", tmp_path / "fit", iterations=20, device="cpu", progress=False,
-                         report=False, overrides={**TINY, "learning_rate": 1e30})
+        fit_points_files(tmp_path / "sphere.npy", tmp_path / "fit",
+                         config=inr_config(iterations=20, **{**TINY, "learning_rate": 1e30}), device="cpu",
+                         progress=False, report=False)
     assert "\n" not in str(info.value) and "nan" in str(info.value).lower()
     assert not (tmp_path / "fit" / "model.pt").exists()
 
@@ -340,7 +347,7 @@ def test_python_api_checks_normals_shape():
 
 def test_an_inside_that_reaches_the_grid_border_is_flagged_not_cfd_ready():
     from vesselfield.grid import VolumeGrid
-    from vesselfield.methods.inr_files import _mesh_of, inside_at_border_fraction
+    from vesselfield.meshing import cfd_check, inside_at_border_fraction, mesh_from_volume
 
     k = np.arange(10, dtype=np.float32)
     grid = VolumeGrid((10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
@@ -348,12 +355,12 @@ def test_an_inside_that_reaches_the_grid_border_is_flagged_not_cfd_ready():
     i, j, kk = np.meshgrid(k, k, k, indexing="ij")
     sphere = np.sqrt((i - 4.5) ** 2 + (j - 4.5) ** 2 + (kk - 4.5) ** 2) - 3.0
     assert inside_at_border_fraction(sphere) == 0.0
-    mesh, info, warning = _mesh_of(sphere, grid)
+    info, warning = cfd_check(mesh_from_volume(sphere, grid, 0.0, inside="below"), sphere)
     assert warning is None and info["inside_at_grid_border"] == 0.0
     # A half-space z < 4.5 (a "leak"): the face z = 0 is inside (100 voxels), z = 9 outside, and
     # half of each of the four side faces (4 x 50): 300 of the 600 face voxels.
     leak = np.broadcast_to(kk - 4.5, (10, 10, 10)).astype(np.float32)
     assert inside_at_border_fraction(leak) == pytest.approx(0.5)
-    _, info, warning = _mesh_of(leak, grid)
+    info, warning = cfd_check(mesh_from_volume(leak, grid, 0.0, inside="below"), leak)
     assert info["inside_at_grid_border"] == pytest.approx(0.5)
     assert "inside reaches the edge of the grid (50.0 %" in warning

@@ -1,0 +1,3 @@
+from vesselfield.cli.app import main
+
+main()
