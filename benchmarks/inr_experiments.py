@@ -160,7 +160,8 @@ def _sdf_in_box(model, grid, margin_mm: float) -> np.ndarray:
 
 
 def run_blending(args) -> None:
-    from vesselfield.bench.robustness import _MeshDistance, shape_simvascular_aortoiliac
+    from vesselfield.bench.robustness import shape_simvascular_aortoiliac
+    from vesselfield.metrics import MeshDistance
     from vesselfield.meshing.marching_cubes import mesh_from_volume, mesh_summary
     from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
     from vesselfield.csg import union_all
@@ -198,7 +199,7 @@ def run_blending(args) -> None:
                        "fit_seconds": result.seconds})
         print(pieces[-1], flush=True)
 
-    truth = _MeshDistance(mesh)
+    truth = MeshDistance(mesh)
     rows = []
     sdfs = [_sdf_in_box(m, grid, 5.0 + float(args.k)) for m in models]
     for k in sorted({0.0, float(args.k)}):

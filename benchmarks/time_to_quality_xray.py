@@ -20,13 +20,13 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
+from vesselfield.config import build_config
 from vesselfield.geometry import default_geometry
-from vesselfield.methods.sdf_car import reconstruct_xray, xray_config
+from vesselfield.methods.sdf_car import SdfCarConfig, reconstruct_xray
 from vesselfield.metrics import cldice, dice
 from vesselfield.phantoms import TreePhantom, coronary_tree
-from vesselfield.render import project_volume, projection_mask
+from vesselfield.render import project_views, projection_mask
 
 
 def main():
@@ -37,13 +37,11 @@ def main():
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--masks", action="store_true", help="binary masks instead of line integrals")
-    ap.add_argument("--set", nargs="*", default=[], help="config overrides key=value (YAML values)")
+    ap.add_argument("--set", nargs="*", default=[], help="SdfCarConfig fields, FIELD=VALUE (as the CLI's --set)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    config = xray_config(args.method, args.preset, **overrides)
+    config = build_config(SdfCarConfig, {"method": args.method, "preset": args.preset,
+                                         "iterations": args.iterations}, args.set)
     geometry = default_geometry()
     grid = geometry.volume
     print(f"Date: {datetime.date.today()}; machine: {platform.machine()} {platform.processor() or ''}, "
@@ -54,7 +52,7 @@ def main():
         side, seed = spec.split(":")
         truth = TreePhantom(coronary_tree(side, seed=int(seed))).occupancy(grid)
         gt = truth >= 0.5
-        views = [project_volume(torch.from_numpy(truth), grid, v).numpy() for v in geometry.views]
+        views = [v.numpy() for v in project_views(torch.from_numpy(truth), geometry)]
         if args.masks:
             views = [projection_mask(torch.from_numpy(v)).numpy() for v in views]
         rows = []

@@ -48,7 +48,9 @@ def expect_user_error(capsys, args: Sequence, pattern: str, out_dir=None) -> str
     assert pattern.lower() in err.lower(), err
     if out_dir is not None:
         out = Path(out_dir)
-        assert not out.exists(), f"{out} was created: {sorted(p.name for p in out.iterdir()) if out.is_dir() else 'a file'}"
+        if out.exists():
+            held = sorted(p.name for p in out.iterdir()) if out.is_dir() else "a file"
+            raise AssertionError(f"{out} was created by a failed run; it holds {held}")
     return err
 
 
@@ -115,10 +117,13 @@ def modules_loaded_by(code: str, modules: Iterable[str]) -> list[str]:
         The sorted names found (empty when the import is light).
     """
     names = sorted(set(modules))
-    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {names!r} if m in sys.modules))"
+    # The answer is the last line, so ``code`` may print (e.g. a --help text) before it.
+    probe = f"{code}\nimport sys\nprint('LOADED:', *[m for m in {names!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+    last = done.stdout.splitlines()[-1].split()
+    assert last[0] == "LOADED:", done.stdout
+    return last[1:]
 
 
 # ------------------------------------------------------------------------------------ files

@@ -23,16 +23,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vesselfield.bench.xray import (
-    CSV_COLUMNS,
-    METRIC_COLUMNS,
-    Case,
-    format_mean_std,
-    resample_to_grid,
-    resolve_cases,
-    run_xray_benchmark,
-    voxelize_mesh,
-)
+from conftest import ball, tube
+
+from vesselfield.bench.harness import format_mean_std
+from vesselfield.bench.xray import CSV_COLUMNS, METRIC_COLUMNS, Case, resolve_cases, run_xray_benchmark
 from vesselfield.errors import VesselfieldError
 from vesselfield.geometry import ConeBeamView, Geometry, default_geometry, save_geometry
 from vesselfield.grid import VolumeGrid
@@ -104,25 +98,12 @@ def tiny_geometry() -> Geometry:
     return Geometry(VolumeGrid.centered((32, 32, 32), 3.0), views)
 
 
-def ball(grid: VolumeGrid, center_mm, radius_mm: float) -> np.ndarray:
-    """Partial-volume ball: occupancy ramps from 1 to 0 across one voxel at the sphere."""
-    distance = np.linalg.norm(grid.voxel_centers_mm(np.float64) - np.asarray(center_mm), axis=-1)
-    return np.clip((radius_mm - distance) / grid.spacing.min() + 0.5, 0.0, 1.0).astype(np.float32)
-
-
-def tube(grid: VolumeGrid, center_xy_mm, radius_mm: float) -> np.ndarray:
-    """Partial-volume straight tube along z through the whole grid."""
-    xyz = grid.voxel_centers_mm(np.float64)
-    distance = np.linalg.norm(xyz[..., :2] - np.asarray(center_xy_mm), axis=-1)
-    return np.clip((radius_mm - distance) / grid.spacing.min() + 0.5, 0.0, 1.0).astype(np.float32)
-
-
 def write_file_cases(folder: Path, empty: bool = True) -> Path:
     """0003_left (tube), 0004_right (tube), 0005_empty (nothing, when asked) on the tiny grid."""
     grid = tiny_geometry().volume
     folder.mkdir(parents=True, exist_ok=True)
-    save_volume(folder / "0003_left.nii.gz", tube(grid, (5.0, -4.0), 4.5), grid)
-    save_volume(folder / "0004_right.mha", tube(grid, (-9.0, 7.0), 3.5), grid)
+    save_volume(folder / "0003_left.nii.gz", tube(grid, (5.0, -4.0), 4.5, partial_volume=True), grid)
+    save_volume(folder / "0004_right.mha", tube(grid, (-9.0, 7.0), 3.5, partial_volume=True), grid)
     if empty:
         save_volume(folder / "0005_empty.nrrd", np.zeros(grid.shape, np.uint8), grid)
     return folder
@@ -205,11 +186,11 @@ def test_phantom_that_does_not_fit_the_geometry_is_refused():
 
 def test_folder_spec_sides_labels_and_resampling(tmp_path):
     grid = tiny_geometry().volume
-    on_grid = ball(grid, (4.0, -3.0, 6.0), 12.0)
+    on_grid = ball(grid, (4.0, -3.0, 6.0), 12.0, partial_volume=True)
     save_volume(tmp_path / "0001_left.nii.gz", on_grid, grid)
     # Finer (1.5 mm) and shifted grid: must be resampled onto the 3 mm geometry grid.
     fine = VolumeGrid.centered((48, 48, 48), 1.5, (5.25, 2.0, -4.1))
-    fine_ball = ball(fine, (7.3, 1.1, -2.6), 9.5)
+    fine_ball = ball(fine, (7.3, 1.1, -2.6), 9.5, partial_volume=True)
     save_volume(tmp_path / "0002_right.mha", fine_ball, fine)
     labels = np.zeros(grid.shape, np.uint8)
     labels[10:20, 12:15, 5:25] = 255
@@ -225,33 +206,17 @@ def test_folder_spec_sides_labels_and_resampling(tmp_path):
     moved = cases[1].occupancy(grid)
     assert moved.shape == grid.shape and moved.dtype == np.float32
     # Mass (vessel volume, mm³) and centre of mass (world mm) survive the resampling.
-    assert mass_mm3(moved, grid) == pytest.approx(mass_mm3(fine_ball, fine), rel=0.005)  # measured 0.07 %
-    assert np.abs(centroid_mm(moved, grid) - centroid_mm(fine_ball, fine)).max() < 0.05  # measured 0.01 mm
+    # Box overlap conserves the volume inside the target box (all of it here) to float32 rounding
+    # (measured 1.5e-8 relative); the centroid moves far less than its bound of half a target
+    # voxel per axis, 1.5 mm (measured 0.0008 mm).
+    assert mass_mm3(moved, grid) == pytest.approx(mass_mm3(fine_ball, fine), rel=1e-5)
+    assert np.abs(centroid_mm(moved, grid) - centroid_mm(fine_ball, fine)).max() < 0.01
     binary = cases[2].occupancy(grid)
     assert np.array_equal(binary, (labels >= 0.5).astype(np.float32))
 
 
-def test_resample_is_exact_for_linear_fields_and_identity_on_the_same_grid():
-    source = VolumeGrid.centered((20, 22, 24), 2.0, (1.0, -1.0, 0.5))
-    x, y, z = np.moveaxis(source.voxel_centers_mm(np.float64), -1, 0)
-    ramp = (0.5 + 0.004 * x - 0.003 * y + 0.002 * z).astype(np.float32)
-    # A finer grid well inside the source: trilinear interpolation reproduces a linear field.
-    target = VolumeGrid.centered((15, 15, 15), 1.1, (2.0, -0.7, 1.3))
-    tx, ty, tz = np.moveaxis(target.voxel_centers_mm(np.float64), -1, 0)
-    assert np.abs(resample_to_grid(ramp, source, target) - (0.5 + 0.004 * tx - 0.003 * ty + 0.002 * tz)).max() < 1e-6
-    assert np.array_equal(resample_to_grid(ramp, source, source), ramp)
-
-
-def test_voxelize_mesh_sphere_and_xcat():
-    import trimesh
-
+def test_xcat_case_is_the_voxelised_tree_centred_on_the_grid():
     grid = tiny_geometry().volume
-    sphere = trimesh.creation.icosphere(subdivisions=4, radius=20.0)
-    sphere.apply_translation((3.3, 1.1, -2.2))
-    occupancy = voxelize_mesh(sphere, grid)
-    assert mass_mm3(occupancy, grid) == pytest.approx(sphere.volume, rel=1e-3)  # measured 0.03 %
-    assert np.allclose(centroid_mm(occupancy, grid), (3.3, 1.1, -2.2), atol=0.01)
-
     xcat = resolve_cases("xcat")[0].occupancy(grid)
     # The ten pieces enclose 706.6 mm³ in all; they overlap where branches join, so their union,
     # measured 676 mm³ on the 0.8 mm grid, is smaller. On 3 mm voxels: 669 mm³.
@@ -300,7 +265,7 @@ def test_truth_scores_one_and_failures_are_reported(bench_run):
     # 1 (0004) voxels along x.
     grid = tiny_geometry().volume
     for case, center, radius, shift in (("0003_left", (5.0, -4.0), 4.5, 2), ("0004_right", (-9.0, 7.0), 3.5, 1)):
-        mask = tube(grid, center, radius) >= 0.5
+        mask = tube(grid, center, radius, partial_volume=True) >= 0.5
         moved = np.roll(mask, shift, axis=0)
         both = np.count_nonzero(mask & moved)
         assert by[case, "neca"]["dice"] == pytest.approx(2 * both / (2 * np.count_nonzero(mask)), abs=1e-12)
@@ -430,3 +395,29 @@ def test_option_errors_are_one_line(tmp_path):
     case = write_file_cases(tmp_path / "cases", empty=False) / "0003_left.nii.gz"
     rows = run_xray_benchmark(case, "sdf-car", tmp_path, **options)
     assert [(r["method"], r["dice"]) for r in rows] == [("sdf-car", 1.0)]
+
+
+def test_overrides_reach_every_config_and_the_recorded_command_uses_the_cli_flags(tmp_path, capsys):
+    import shlex
+
+    from vesselfield.cli import main
+
+    case = write_file_cases(tmp_path / "cases", empty=False) / "0003_left.nii.gz"
+    out = tmp_path / "out"
+    rows = run_xray_benchmark(case, ["sdf-car", "neca"], out, iterations=5, time_limit_s=60,
+                              overrides={"seed": "3"}, **RUN)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for method in ("sdf-car", "neca"):
+        seen = json.loads((out / "0003_left" / method / "seen.json").read_text())
+        assert seen["config"] == {"method": method, "preset": "cpu", "iterations": 5, "seed": "3", "time_limit_s": 60.0}
+    command = re.search(r"command: `(.*)`", (out / "summary.md").read_text()).group(1)
+    words = shlex.split(command)
+    assert words[:3] == ["vesselfield", "benchmark", "xray"]
+    assert "--time-limit" in words and "--time-limit-s" not in words and words[-2:] == ["--set", "seed=3"]
+    # Every flag of the recorded command is one the CLI has (the lead wires --set).
+    assert main(["benchmark", "xray", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for flag in {w for w in words if w.startswith("--")} - {"--set"}:
+        assert flag in help_text, flag
+    with pytest.raises(VesselfieldError, match="iterations is given twice"):
+        run_xray_benchmark(case, "sdf-car", out, iterations=5, overrides={"iterations": 6}, **RUN)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ball, expect_user_error, modules_loaded_by, write_xa_dicom
+
 from vesselfield.cli import main
 from vesselfield.grid import VolumeGrid
 
@@ -43,11 +45,6 @@ def write_geometry(path, geometry=SMALL_GEOMETRY):
     return path
 
 
-def ball(grid, center=(0, 0, 0), radius=6.0):
-    p = grid.voxel_centers_mm(np.float64)
-    return (np.linalg.norm(p - np.asarray(center), axis=-1) < radius).astype(np.float32)
-
-
 @pytest.fixture()
 def small(tmp_path):
     geo = write_geometry(tmp_path / "geometry.json")
@@ -57,28 +54,28 @@ def small(tmp_path):
     return tmp_path, geo, grid, vol
 
 
-def expect_user_error(capsys, args, pattern, out_dir=None):
-    """A user error: exit 2, one 'error:' line naming the problem, no traceback, nothing written."""
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
-    assert pattern.lower() in err.lower(), err
-    if out_dir is not None:
-        assert not Path(out_dir).exists() or not any(Path(out_dir).iterdir())
-
-
 # ----------------------------------------------------------------------------- start-up
 def test_help_is_fast_and_imports_no_torch():
-    code = (
-        "import sys\n"
-        "from vesselfield.cli import main\n"
-        "rc = main(['--help'])\n"
-        "heavy = [m for m in ('torch', 'monai', 'vtk', 'skimage', 'trimesh', 'nibabel') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert "HEAVY []" in p.stdout, p.stdout + p.stderr
+    heavy = ("torch", "monai", "vtk", "skimage", "trimesh", "nibabel", "scipy", "yaml")
+    assert modules_loaded_by("from vesselfield.cli import main\nrc = main(['--help'])", heavy) == []
+    # Nor does the help of a command: its options hold no default that needs the method's module.
+    assert modules_loaded_by("from vesselfield.cli import main\nrc = main(['reconstruct', 'xray', '--help'])",
+                             heavy) == []
+
+
+def test_config_show_prints_every_field_with_its_documentation(capsys):
+    from dataclasses import fields
+
+    from vesselfield.methods.sdf_car import SdfCarConfig
+
+    assert main(["config", "show", "neca", "--preset", "gpu"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{f.name} = " in out for f in fields(SdfCarConfig))
+    # NeCA's own values under the gpu preset, and the field's documentation as its help.
+    assert "method = neca" in out and "mlp_hidden = 256" in out and "learning_rate = 0.0001" in out
+    assert "Weight of L_geo (paper: 1.0)." in out
+    assert main(["config", "list"]) == 0 and "implicit-vessel" in capsys.readouterr().out
+    expect_user_error(capsys, ["config", "show", "nerf"], "unknown config 'nerf'")
 
 
 def test_console_script_help_and_usage_error():
@@ -301,10 +298,8 @@ def test_phantom_swc_tree(tmp_path, capsys):
 
 
 def test_geometry_from_dicom_command(tmp_path, capsys):
-    from test_geometry import _write_xa
-
-    a = _write_xa(tmp_path / "a.dcm")
-    b = _write_xa(tmp_path / "b.dcm", PositionerPrimaryAngle=2.0, PositionerSecondaryAngle=29.0,
+    a = write_xa_dicom(tmp_path / "a.dcm")
+    b = write_xa_dicom(tmp_path / "b.dcm", PositionerPrimaryAngle=2.0, PositionerSecondaryAngle=29.0,
                   DistanceSourceToDetector=1055.0, DistanceSourceToPatient=756.9934)
     assert main(["geometry", "from-dicom", str(a), str(b), "--out", str(tmp_path / "g.json")]) == 0
     g = json.loads((tmp_path / "g.json").read_text())

@@ -3,13 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import sphere_sdf
 
 from vesselfield.csg import difference, intersection, smooth_union, union, union_all
 from vesselfield.errors import VesselfieldError
-
-
-def sphere_sdf(p, c, r):
-    return np.linalg.norm(p - np.asarray(c, float), axis=-1) - r
 
 
 def test_boolean_operations_on_two_spheres_classify_points_exactly():

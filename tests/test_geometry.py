@@ -2,11 +2,10 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import modules_loaded_by, write_xa_dicom
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.geometry import (
@@ -296,56 +295,15 @@ def test_views_that_cannot_see_the_volume_raise():
 
 
 def test_importing_geometry_does_not_import_torch_or_pydicom():
-    code = "import sys, vesselfield.geometry; print('torch' in sys.modules, 'pydicom' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert modules_loaded_by("import vesselfield.geometry", ["torch", "pydicom"]) == []
 
 
 # ------------------------------------------------------------------------------ DICOM XA
-def _write_xa(path, drop=(), **values):
-    """A small, valid XA DICOM file written with pydicom (2.4 and 3.x)."""
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"  # X-Ray Angiographic Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "XA"
-    tags = dict(
-        PositionerPrimaryAngle=29.7,
-        PositionerSecondaryAngle=0.1,
-        DistanceSourceToDetector=993.0,
-        DistanceSourceToPatient=757.0605,
-        ImagerPixelSpacing=[0.278, 0.31],
-        Rows=4,
-        Columns=6,
-    )
-    tags.update(values)
-    for key, value in tags.items():
-        if key not in drop:
-            setattr(ds, key, value)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(int(tags["Rows"]) * int(tags["Columns"]))
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(path, enforce_file_format=True)
-    else:
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
-    return path
 
 
 def test_dicom_round_trip(tmp_path):
-    first = _write_xa(tmp_path / "a.dcm")
-    second = _write_xa(tmp_path / "b.dcm", PositionerPrimaryAngle=-31.5, PositionerSecondaryAngle=-22.25,
+    first = write_xa_dicom(tmp_path / "a.dcm")
+    second = write_xa_dicom(tmp_path / "b.dcm", PositionerPrimaryAngle=-31.5, PositionerSecondaryAngle=-22.25,
                        DistanceSourceToDetector=1055.0, DistanceSourceToPatient=756.9934, Rows=8, Columns=5,
                        ImagerPixelSpacing=[0.2, 0.25])
     geometry = geometry_from_dicom([first, second])
@@ -358,13 +316,13 @@ def test_dicom_round_trip(tmp_path):
 
 
 def test_dicom_errors(tmp_path):
-    missing = _write_xa(tmp_path / "m.dcm", drop=("DistanceSourceToPatient",))
+    missing = write_xa_dicom(tmp_path / "m.dcm", drop=("DistanceSourceToPatient",))
     with pytest.raises(VesselfieldError, match=r"m\.dcm: DICOM tag DistanceSourceToPatient \(0018,1111\) is missing"):
         geometry_from_dicom([missing])
-    no_spacing = _write_xa(tmp_path / "s.dcm", drop=("ImagerPixelSpacing",))
+    no_spacing = write_xa_dicom(tmp_path / "s.dcm", drop=("ImagerPixelSpacing",))
     with pytest.raises(VesselfieldError, match="ImagerPixelSpacing"):
         geometry_from_dicom([no_spacing])
-    empty = _write_xa(tmp_path / "e.dcm", DistanceSourceToDetector="")
+    empty = write_xa_dicom(tmp_path / "e.dcm", DistanceSourceToDetector="")
     with pytest.raises(VesselfieldError, match=r"e\.dcm: DICOM tag DistanceSourceToDetector \(0018,1110\) is missing"):
         geometry_from_dicom([empty])
     text = tmp_path / "notes.dcm"
@@ -373,7 +331,7 @@ def test_dicom_errors(tmp_path):
         geometry_from_dicom([text])
     with pytest.raises(VesselfieldError, match="DICOM file not found"):
         geometry_from_dicom([tmp_path / "absent.dcm"])
-    impossible = _write_xa(tmp_path / "x.dcm", DistanceSourceToPatient=1200.0)
+    impossible = write_xa_dicom(tmp_path / "x.dcm", DistanceSourceToPatient=1200.0)
     with pytest.raises(VesselfieldError, match=r"x\.dcm: source_to_isocenter_mm \(1200\) must be smaller"):
         geometry_from_dicom([impossible])
     with pytest.raises(VesselfieldError, match="at least one"):

@@ -20,7 +20,6 @@ from vesselfield.datasets.imagecas import (
     find_label_files,
     prepare_imagecas,
     read_cases_csv,
-    resample_occupancy,
     split_coronary_trees,
     summarize_cases,
 )
@@ -150,27 +149,6 @@ def test_find_label_files_errors(tmp_path):
     (tmp_path / "b" / "7.label.nii").write_bytes(b"")
     with pytest.raises(VesselfieldError, match="case 7 has two label files"):
         find_label_files(tmp_path)
-
-
-# ------------------------------------------------------------------------------ resampling
-def test_resample_occupancy_is_the_block_mean_when_voxels_nest():
-    rng = np.random.default_rng(0)
-    mask = rng.random((8, 6, 4)) > 0.5
-    grid = VolumeGrid(mask.shape, (0.4, 0.4, 0.4), (10.2, -3.8, 5.2))
-    out = VolumeGrid((4, 3, 2), (0.8, 0.8, 0.8), (10.4, -3.6, 5.4))
-    expected = mask.reshape(4, 2, 3, 2, 2, 2).mean(axis=(1, 3, 5))
-    np.testing.assert_allclose(resample_occupancy(mask, grid, out), expected, atol=1e-6)
-
-
-def test_resample_occupancy_conserves_volume_on_unaligned_grids():
-    rng = np.random.default_rng(1)
-    mask = rng.random((30, 25, 40)) > 0.6
-    grid = VolumeGrid(mask.shape, (0.37, 0.41, 0.25), (1.03, 2.71, -3.3))
-    out = VolumeGrid.centered((20, 20, 20), 0.8, grid.center_mm + 0.123)
-    occ = resample_occupancy(mask, grid, out)
-    assert occ.min() >= 0.0 and occ.max() <= 1.0
-    assert occ.sum(dtype=np.float64) * out.voxel_volume_mm3 == pytest.approx(mask.sum() * grid.voxel_volume_mm3,
-                                                                              rel=1e-5)
 
 
 # ------------------------------------------------------------------------------ splitting
@@ -330,13 +308,12 @@ def test_bad_options_and_folders(dataset, tmp_path):
 
 
 def test_importing_datasets_is_light():
-    import subprocess
-    import sys
+    from conftest import modules_loaded_by
 
-    code = ("import sys, vesselfield.datasets as d; "
-            "assert 'vesselfield.datasets.imagecas' not in sys.modules and 'scipy' not in sys.modules; "
-            "assert callable(d.prepare_imagecas)")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert modules_loaded_by("import vesselfield.datasets", ["vesselfield.datasets.imagecas", "scipy"]) == []
+    import vesselfield.datasets as d
+
+    assert callable(d.prepare_imagecas)  # loaded on first use
 
 
 @pytest.mark.filterwarnings("ignore:ImageCAS case 1")  # an 8^3 grid clips the trees, on purpose: fast

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import sphere_points
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.fields.implicit import ImplicitSDFNetwork
@@ -15,21 +16,15 @@ from vesselfield.losses.igr import (
     surface_loss,
 )
 from vesselfield.methods.implicit_vessel import (
-    INR_PRESETS,
+    PRESETS,
+    ImplicitVesselConfig,
     ImplicitVesselModel,
-    InrConfig,
     check_points,
     fit_implicit_sdf,
     inr_config,
     sample_mesh_surface,
 )
 from vesselfield.metrics import dice
-
-
-def sphere_points(n, radius, center=(0.0, 0.0, 0.0), seed=0):
-    v = np.random.default_rng(seed).normal(size=(n, 3))
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return v * radius + np.asarray(center, float), v
 
 
 # ------------------------------------------------------------------------------ network
@@ -103,11 +98,12 @@ def test_presets_and_config_checks():
     assert (paper.hidden_dim, paper.n_layers, paper.skip_layer, paper.activation, paper.encoding) == (
         256, 6, 2, "relu", "none")
     assert paper.learning_rate == 1e-4 and paper.eikonal_weight == 0.1
-    assert inr_config("fast") == InrConfig()
-    assert set(INR_PRESETS) == {"fast", "paper"}
+    assert paper == ImplicitVesselConfig.paper() and inr_config("fast") == ImplicitVesselConfig.fast()
+    assert inr_config("fast") == ImplicitVesselConfig()
+    assert set(PRESETS) == {"fast", "paper"}
     with pytest.raises(VesselfieldError, match="preset"):
         inr_config("slow")
-    with pytest.raises(VesselfieldError, match="unknown INR setting"):
+    with pytest.raises(VesselfieldError, match="no field 'learning_rat'"):
         inr_config(learning_rat=1.0)
     with pytest.raises(VesselfieldError, match="learning_rate"):
         inr_config(learning_rate=0)
@@ -152,22 +148,24 @@ def test_tiny_cpu_fit_of_a_capsule_from_200_points_reaches_a_known_dice():
     pred = model.sdf_volume(grid) < 0
     ref = capsule_sdf(grid.voxel_centers_mm()) < 0
     d = dice(pred, ref)
-    # Measured 0.962 (400 iterations of the fast preset, seed 0); the initial sphere scores ~0.1.
+    # Ranges below: measured over fit seeds 0-3 x point seeds 0-1 (8 fits, OMP_NUM_THREADS=1;
+    # fit seeds 0-1 rerun with 2 threads gave identical numbers), 400 iterations of the fast preset.
+    # Dice 0.934-0.965; the initial sphere scores ~0.1.
     assert d > 0.88, d
-    # SDF values are in mm: +7 mm at 10 mm from the axis (measured 6.95-7.1). Inside a thin tube
-    # the eikonal samples are few and the value lags the true -3 mm (measured -1.5 to -2.0 on the
-    # axis after 400-800 iterations): only its sign and order of magnitude are asserted.
+    # SDF values are in mm: +7 mm at 10 mm from the axis (measured 6.40-7.01). Inside a thin tube
+    # the eikonal samples are few and the value lags the true -3 mm (measured -1.75 to -2.09 on
+    # the axis): only its sign and order of magnitude are asserted.
     assert -3.5 < model.sdf(np.array([[0.0, 0.0, 0.0]]))[0] < -0.5
     assert model.sdf(np.array([[10.0, 0.0, 0.0]]))[0] == pytest.approx(7.0, abs=1.0)
-    # Gradients at the surface are unit outward normals.
+    # Gradients at the surface are unit outward normals (measured error <= 0.046 per component).
     n = model.gradient(np.array([[3.0, 0.0, 0.0], [0.0, -3.0, 5.0]]))
     np.testing.assert_allclose(n / np.linalg.norm(n, axis=1, keepdims=True), [[1, 0, 0], [0, -1, 0]], atol=0.15)
     assert result.iterations == 400 and len(result.log) == 400
-    assert result.log[-1]["loss_surface"] < result.log[0]["loss_surface"]
+    assert result.log[-1]["loss_surface"] < 0.2 * result.log[0]["loss_surface"]  # measured 0.010-0.033
 
 
 def test_model_file_round_trip(tmp_path):
-    points, normals = sphere_points(100, 8.0, center=(10.0, -5.0, 3.0))
+    points, normals = sphere_points(100, 8.0, center_mm=(10.0, -5.0, 3.0))
     model = fit_implicit_sdf(points, normals, config=inr_config(iterations=20), device="cpu").model
     model.save(tmp_path / "model.pt")
     again = ImplicitVesselModel.load(tmp_path)
@@ -192,11 +190,16 @@ def test_nesting_penalty_removes_violations_on_concentric_spheres():
     joint = fit_implicit_sdf([inner, outer], names=["lumen", "wall"],
                              config=inr_config(iterations=200, hidden_dim=64, nesting_weight=1.0), device="cpu").model
     assert joint.surface_names == ["lumen", "wall"]
-    # Measured: 0.154 of the box breaks the order with separate networks; 0.0 jointly with the
-    # penalty (and, on this clean toy, 0.0 jointly without it: one network already shares most of
-    # its field; benchmarks/inr_experiments.py measures all three on the AAA phantoms).
-    assert nesting_violation_fraction(separate) > 0.05
-    assert nesting_violation_fraction(joint.sdf(box, "all")) < 0.005
+    joint_sdfs = joint.sdf(box, "all")
+    # Measured over fit seeds 0-3 x point seeds (1, 2), (3, 4), (5, 6) with OMP_NUM_THREADS=1 (and
+    # 2 for 6 of them: identical): separate networks break the order in 0.027-0.21 of the box (0.154 for
+    # the seeds here); jointly with the penalty the wall lies outside the lumen everywhere, by at
+    # least 0.29-0.34 mm (and, on this clean toy, also jointly without the penalty: one network
+    # already shares most of its field; benchmarks/inr_experiments.py measures all three on the
+    # AAA phantoms). The thresholds keep a factor >= 2.6 from every measured value.
+    assert nesting_violation_fraction(separate) > 0.01
+    assert nesting_violation_fraction(joint_sdfs) == 0.0
+    assert (joint_sdfs[:, 1] - joint_sdfs[:, 0]).max() < -0.1
 
 
 def test_nesting_penalty_orders_coincident_surfaces_in_one_network():
@@ -205,14 +208,26 @@ def test_nesting_penalty_orders_coincident_surfaces_in_one_network():
     inner, _ = sphere_points(40, 6.0, seed=1)
     outer, _ = sphere_points(40, 6.0, seed=2)
     box = np.random.default_rng(0).uniform(-12, 12, size=(20000, 3))
+    # The penalty is a hinge, relu(f_outer - f_inner): it pushes the coincident channels to
+    # f_outer <= f_inner and then stops, so with it the channels end nearly equal and the
+    # fraction of the box with f_outer > f_inner by any amount sits on a knife edge (0.0011 on
+    # one CPU, 0.027 on another). Order is therefore counted as broken by more than 0.01 mm
+    # (1/50 of a 0.5 mm voxel, 1/600 of the radius).
+    tolerance_mm = 0.01
     fractions = {}
     for weight in (0.0, 1.0):
-        model = fit_implicit_sdf([inner, outer], config=inr_config(iterations=200, hidden_dim=64, nesting_weight=weight),
-                                 device="cpu").model
-        fractions[weight] = nesting_violation_fraction(model.sdf(box, "all"))
-    # Measured: 0.529 of the box out of order without the penalty, 0.0011 with it.
-    assert fractions[0.0] > 0.2
-    assert fractions[1.0] < 0.01
+        config = inr_config(iterations=200, hidden_dim=64, nesting_weight=weight)
+        model = fit_implicit_sdf([inner, outer], config=config, device="cpu").model
+        fractions[weight] = nesting_violation_fraction(model.sdf(box, "all"), tolerance=tolerance_mm)
+    # Measured over fit seeds 0-3 x point seeds (1, 2), (3, 4), (5, 6), each with OMP_NUM_THREADS=1
+    # and 2 (identical on one machine): broken by > 0.01 mm in 0.147-0.538 of the box without the
+    # penalty, in 0-0.004 with it (at tolerance 0: 0.23-0.59 against 0-0.043; the largest
+    # excess with the penalty was 0.017 mm, without it 0.05-0.36 mm). Each threshold keeps a
+    # factor of 2.9 or more from every measured value, and the penalty's effect is asserted as a
+    # ratio too (measured <= 0.009).
+    assert fractions[0.0] > 0.05
+    assert fractions[1.0] < 0.02
+    assert fractions[1.0] < 0.1 * fractions[0.0]
 
 
 def test_diverging_fit_stops_with_a_clear_message():
@@ -231,7 +246,8 @@ def test_time_limit_then_resume_matches_an_uninterrupted_fit(tmp_path):
     resumed = fit_implicit_sdf(points, config=config, device="cpu", out_dir=tmp_path / "b", resume=True)
     assert resumed.iterations == 60
     q = np.random.default_rng(4).uniform(-6, 6, size=(500, 3))
-    np.testing.assert_allclose(resumed.model.sdf(q), whole.sdf(q), atol=1e-5)
+    # The same operations on the same state in the same process: the resumed fit is the same fit.
+    np.testing.assert_array_equal(resumed.model.sdf(q), whole.sdf(q))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -240,6 +256,9 @@ def test_fit_on_cuda_matches_the_cpu_classification():
     cpu = fit_implicit_sdf(points, config=inr_config(iterations=200), device="cpu").model
     gpu = fit_implicit_sdf(points, config=inr_config(iterations=200), device="cuda").model
     grid = cpu.grid(0.5)
+    # CUDA follows another floating-point trajectory from the same seed; on the CPU, fits from
+    # seeds 0-3 agree pairwise at Dice 0.980-0.986 (OMP_NUM_THREADS=1), so 0.95 allows 2.5 times
+    # the largest measured disagreement.
     assert dice(gpu.sdf_volume(grid) < 0, cpu.sdf_volume(grid) < 0) > 0.95
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import zlib
 
 import nibabel as nib
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import trimesh
+from conftest import modules_loaded_by
 
 import vesselfield.io as vio
 from vesselfield.errors import VesselfieldError
@@ -668,9 +667,4 @@ def test_sample_path_finds_the_repository_data(tmp_path, monkeypatch):
 
 
 def test_importing_io_loads_no_heavy_modules():
-    code = (
-        "import sys, vesselfield, vesselfield.io; "
-        "print(sorted(m for m in ('torch', 'nibabel', 'SimpleITK', 'trimesh') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert modules_loaded_by("import vesselfield, vesselfield.io", ["torch", "nibabel", "SimpleITK", "trimesh"]) == []

@@ -2,20 +2,21 @@
 
 import numpy as np
 import pytest
+from conftest import ball, sphere_sdf
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
 from vesselfield.meshing import infer_inside, mesh_from_volume, mesh_summary
 
 
-def sphere_sdf(grid, center, radius):
-    p = grid.voxel_centers_mm(np.float64)
-    return (np.linalg.norm(p - np.asarray(center), axis=-1) - radius).astype(np.float32)
+def sphere_sdf_volume(grid, center_mm, radius_mm):
+    """(X, Y, Z) float32 SDF of a sphere at the grid's voxel centres, as a saved volume holds it."""
+    return sphere_sdf(grid.voxel_centers_mm(np.float64), center_mm, radius_mm).astype(np.float32)
 
 
 def test_sphere_sdf_mesh_lies_on_the_sphere_with_anisotropic_spacing():
     grid = VolumeGrid.centered((40, 50, 30), (0.5, 0.4, 0.7), (3.0, -2.0, 5.0))
-    sdf = sphere_sdf(grid, (3.0, -2.0, 5.0), 6.0)
+    sdf = sphere_sdf_volume(grid, (3.0, -2.0, 5.0), 6.0)
     mesh = mesh_from_volume(sdf, grid)
     radial = np.linalg.norm(mesh.vertices - [3.0, -2.0, 5.0], axis=1)
     # Linear interpolation of an exact SDF along voxel edges is off by at most ~h^2/(8R) ≈ 0.01 mm.
@@ -28,7 +29,7 @@ def test_sphere_sdf_mesh_lies_on_the_sphere_with_anisotropic_spacing():
 
 def test_occupancy_mesh_volume_matches_voxel_count():
     grid = VolumeGrid.centered((48, 48, 48), (0.5, 0.5, 0.5))
-    occ = (sphere_sdf(grid, (0, 0, 0), 8.0) < 0).astype(np.float32)
+    occ = ball(grid, (0, 0, 0), 8.0)
     assert infer_inside(occ) == "above"
     mesh = mesh_from_volume(occ, grid)  # level 0.5 by default
     assert mesh.is_watertight
@@ -48,7 +49,7 @@ def test_shape_cut_by_the_grid_border_is_closed():
 
 def test_largest_component_keeps_the_bigger_sphere():
     grid = VolumeGrid.centered((60, 30, 30), 0.5)
-    sdf = np.minimum(sphere_sdf(grid, (-7, 0, 0), 5.0), sphere_sdf(grid, (8, 0, 0), 3.0))
+    sdf = np.minimum(sphere_sdf_volume(grid, (-7, 0, 0), 5.0), sphere_sdf_volume(grid, (8, 0, 0), 3.0))
     both = mesh_from_volume(sdf, grid)
     assert mesh_summary(both)["components"] == 2
     big = mesh_from_volume(sdf, grid, largest_component=True)
@@ -60,7 +61,7 @@ def test_no_surface_and_nan_are_user_errors():
     grid = VolumeGrid.centered((8, 8, 8), 1.0)
     with pytest.raises(VesselfieldError, match="no surface"):
         mesh_from_volume(np.ones(grid.shape, np.float32), grid, 0.5, inside="above")
-    bad = sphere_sdf(grid, (0, 0, 0), 2.0)
+    bad = sphere_sdf_volume(grid, (0, 0, 0), 2.0)
     bad[0, 0, 0] = np.nan
     with pytest.raises(VesselfieldError, match="NaN"):
         mesh_from_volume(bad, grid)

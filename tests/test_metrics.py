@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import modules_loaded_by
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
@@ -446,9 +447,4 @@ def test_format_metrics_table_lists_every_metric_with_unit_and_direction():
 
 
 def test_importing_metrics_does_not_import_torch():
-    import subprocess
-    import sys
-
-    code = "import sys, vesselfield, vesselfield.metrics; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert modules_loaded_by("import vesselfield, vesselfield.metrics", ["torch"]) == []

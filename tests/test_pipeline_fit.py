@@ -10,17 +10,19 @@ file runs in well under a minute on 2 CPU cores. Only the CLI contract test uses
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from conftest import expect_user_error, sphere_points
 
 from vesselfield.cli import main
 from vesselfield.errors import VesselfieldError
 from vesselfield.io import load_volume, save_points
 from vesselfield.methods import implicit_vessel as inr
 from vesselfield.methods.implicit_vessel import BlendConfig, ImplicitVesselModel, config_from_dict, inr_config
+from vesselfield.metrics import dice
 from vesselfield.pipelines.blend import blend_files
 from vesselfield.pipelines.fit import fit_mesh_files, fit_nested_files, fit_points_files
 
@@ -45,24 +47,6 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def expect_user_error(capsys, args, pattern, out_dir=None):
-    """A user error: exit 2, one 'error:' line naming the problem, nothing written."""
-    code = main([str(a) for a in args])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
-    assert pattern.lower() in err.lower(), err
-    if out_dir is not None:
-        assert not Path(out_dir).exists(), sorted(p.name for p in Path(out_dir).iterdir())
-
-
-def sphere_points(n=500, seed=0):
-    rng = np.random.default_rng(seed)
-    d = rng.normal(size=(n, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return SPHERE_CENTER + SPHERE_RADIUS * d, d
-
-
 def capsule(start, end, radius=3.0):
     """Closed capsule mesh between two cap centres (mm)."""
     start, end = np.asarray(start, float), np.asarray(end, float)
@@ -75,13 +59,9 @@ def capsule(start, end, radius=3.0):
     return mesh
 
 
-def dice(a, b):
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
-
-
 # ------------------------------------------------------------------------------------ fit points
 def test_cli_fit_points_contract_resume_and_refusals(tmp_path, capsys):
-    points, normals = sphere_points()
+    points, normals = sphere_points(500, SPHERE_RADIUS, SPHERE_CENTER)
     save_points(tmp_path / "sphere.npy", points, normals)
     out = tmp_path / "fit"
     args = ["fit", "points", "--points", tmp_path / "sphere.npy", "--normals", "--out", out, "--iterations", "100",
@@ -123,7 +103,7 @@ def test_cli_fit_points_contract_resume_and_refusals(tmp_path, capsys):
 
 
 def test_fit_points_without_normals_and_default_spacing(tmp_path):
-    points, _ = sphere_points(400, seed=1)
+    points, _ = sphere_points(400, SPHERE_RADIUS, SPHERE_CENTER, seed=1)
     save_points(tmp_path / "sphere.xyz", points)
     run = fit_points_files(tmp_path / "sphere.xyz", tmp_path / "fit", config=inr_config(iterations=150, **TINY),
                            device="cpu", progress=False, report=False)
@@ -262,7 +242,7 @@ def test_cli_blend_of_disjoint_models_warns_not_cfd_ready(capsule_models, tmp_pa
 # ------------------------------------------------------------------------------------ bad inputs
 @pytest.fixture()
 def bad_files(tmp_path):
-    points, normals = sphere_points(50)
+    points, normals = sphere_points(50, SPHERE_RADIUS, SPHERE_CENTER)
     np.save(tmp_path / "few.npy", points[:5])
     nan = points.copy()
     nan[3, 1] = np.nan
@@ -300,7 +280,7 @@ def test_cli_bad_inputs_are_one_line_errors_and_write_nothing(bad_files, capsys,
 
 
 def test_cli_fit_refuses_bad_spacing_and_time_limit(bad_files, capsys):
-    points, _ = sphere_points(50)
+    points, _ = sphere_points(50, SPHERE_RADIUS, SPHERE_CENTER)
     np.save(bad_files / "ok.npy", points)
     out = bad_files / "out"
     base = ["fit", "points", "--points", bad_files / "ok.npy", "--out", out]
@@ -329,7 +309,7 @@ def test_cli_blend_refusals(capsule_models, nested_joint, tmp_path, capsys):
 
 
 def test_diverging_fit_is_a_one_line_error(tmp_path):
-    points, _ = sphere_points(100)
+    points, _ = sphere_points(100, SPHERE_RADIUS, SPHERE_CENTER)
     np.save(tmp_path / "sphere.npy", points)
     with pytest.raises(VesselfieldError, match="diverged") as info:
         fit_points_files(tmp_path / "sphere.npy", tmp_path / "fit",
@@ -340,7 +320,7 @@ def test_diverging_fit_is_a_one_line_error(tmp_path):
 
 
 def test_python_api_checks_normals_shape():
-    points, normals = sphere_points(100)
+    points, normals = sphere_points(100, SPHERE_RADIUS, SPHERE_CENTER)
     with pytest.raises(VesselfieldError, match="shape of the points"):
         inr.fit_implicit_sdf(points, normals[:-1], config=inr_config(iterations=1, **TINY), device="cpu")
 

@@ -57,6 +57,16 @@ def _max_samples_per_ray(grid: VolumeGrid) -> int:
     return int(math.ceil(np.linalg.norm(np.asarray(grid.shape) * grid.spacing) / default_step_mm(grid)))
 
 
+def _per_sample_parameter_gradients(mlp: torch.nn.Module, points: torch.Tensor) -> dict:
+    """{name: (n, *shape)} gradients of ``mlp(point)`` with respect to each parameter, per point."""
+    params = {name: p.detach() for name, p in mlp.named_parameters()}
+
+    def one_sample(values, point):
+        return torch.func.functional_call(mlp, values, (point[None],))[0, 0]
+
+    return torch.func.vmap(torch.func.grad(one_sample), in_dims=(None, 0))(params, points)
+
+
 # ------------------------------------------------------------------------------ ray / box
 def test_ray_box_intersection_known_cases():
     origins = torch.tensor([[-5.0, 0.5, 0.5], [0.5, 0.5, 0.5], [-5.0, 3.0, 0.5], [0.5, -5.0, 1.0], [5.0, 0.5, 0.5],
@@ -299,12 +309,7 @@ def test_field_gradient_reaches_mlp_parameters():
         grads.append([p.grad.clone() for p in mlp64.parameters()])
     points = samples[0]  # every sample point, from the single-chunk run's one call
     # Σ|t_s| per parameter from per-sample gradients; every ray's step h is at most the default step.
-    params = {name: p.detach() for name, p in mlp64.named_parameters()}
-
-    def one_sample(values, point):
-        return torch.func.functional_call(mlp64, values, (point[None] / 8.0,))[0, 0]
-
-    per_sample = torch.func.vmap(torch.func.grad(one_sample), in_dims=(None, 0))(params, points)
+    per_sample = _per_sample_parameter_gradients(mlp64, points / 8.0)
     bound_factor = 2 * (len(points) + 32) * U64 * default_step_mm(grid)
     for (name, _), whole, chunked in zip(mlp64.named_parameters(), *grads):
         bound = bound_factor * per_sample[name].abs().sum(0)
@@ -337,24 +342,42 @@ def test_pixel_subsets_and_chunking_agree_with_full_image():
     grid = VolumeGrid.centered((24, 20, 28), 0.9)
     view = ConeBeamView(15.0, 35.0, 1000.0, 750.0, (20, 24), (1.2, 1.2))
     torch.manual_seed(1)
-    volume = torch.rand(grid.shape)
+    # float64: subsets and chunks change only the order of sums and where a sample sits in a
+    # vectorised loop, so they are compared against float64 rounding bounds (float32 results
+    # would differ by machine-dependent amounts of the same origin, 2^29 times larger).
+    volume = torch.rand(grid.shape, dtype=torch.float64)
+    n_ray = _max_samples_per_ray(grid)  # 84 here
+    n_all = n_ray * view.detector_shape[0] * view.detector_shape[1]
+    # A line integral sums <= n_ray non-negative terms: two orders agree to 2 n_ray u relative.
+    # A sample's position may round differently (by a few u in [-1, 1] grid coordinates, i.e.
+    # <= 4 u N voxels for N voxels along an axis), which moves a trilinear value of a volume in
+    # [0, 1] by at most 4 u N: at most 4 u N x chord (<= the box diagonal) per integral.
+    diagonal_mm = float(np.linalg.norm(np.asarray(grid.shape) * grid.spacing))
+    rtol, atol = 2 * (n_ray + 32) * U64, 4 * U64 * max(grid.shape) * diagonal_mm
     full = project_volume(volume, grid, view)
     pixels = np.array([[0, 0], [19, 23], [10, 12], [3, 17], [10, 12]])
     subset = project_volume(volume, grid, view, pixels)
-    np.testing.assert_allclose(subset.numpy(), full.numpy()[pixels[:, 0], pixels[:, 1]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(subset.numpy(), full.numpy()[pixels[:, 0], pixels[:, 1]], rtol=rtol, atol=atol)
     as_tensor = project_volume(volume, grid, view, torch.tensor(pixels))
     np.testing.assert_array_equal(as_tensor.numpy(), subset.numpy())
-    np.testing.assert_allclose(project_volume(volume, grid, view, chunk_rays=37).numpy(), full.numpy(), rtol=1e-6)
-    # chunked (checkpointed) backward gives the unchunked gradient
+    np.testing.assert_allclose(project_volume(volume, grid, view, chunk_rays=37).numpy(), full.numpy(),
+                               rtol=rtol, atol=atol)
+    # Chunked (checkpointed) backward gives the unchunked gradient. d/dv_j Σ I² = Σ_s 2 I h w_sj
+    # sums at most n_all non-negative terms: 2 n_all u relative. A sample's weight w_sj moves by
+    # at most 3 x 4 u N when its position rounds differently (slope <= 1 per axis, 3 axes), which
+    # moves a term by at most 2 max(I) h x 12 u N, for at most n_all terms.
     grads = []
     for chunk in (10**6, 37):
         v = volume.clone().requires_grad_()
         (project_volume(v, grid, view, chunk_rays=chunk) ** 2).sum().backward()
         grads.append(v.grad.numpy())
-    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-5, atol=1e-5)
-    field = project_field(lambda p: torch.ones(len(p)), grid, view, pixels, chunk_rays=2)
-    np.testing.assert_allclose(field.numpy(), project_volume(torch.ones(grid.shape), grid, view, pixels).numpy(),
-                               rtol=1e-6)
+    grad_atol = n_all * 2 * float(full.max()) * default_step_mm(grid) * 12 * U64 * max(grid.shape)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=2 * (n_all + 32) * U64, atol=grad_atol)
+    # A field of ones integrates to the chord, like a volume of ones (sums of equal terms h).
+    field = project_field(lambda p: torch.ones(len(p), dtype=torch.float64), grid, view, pixels, chunk_rays=2,
+                          dtype=torch.float64)
+    ones = project_volume(torch.ones(grid.shape, dtype=torch.float64), grid, view, pixels)
+    np.testing.assert_allclose(field.numpy(), ones.numpy(), rtol=rtol, atol=atol)
 
 
 def test_project_views_and_mask():
@@ -391,27 +414,70 @@ def test_bad_inputs_raise():
 
 
 # ------------------------------------------------------------------------------ CUDA
+def _assert_devices_agree(device_a: str, device_b: str):
+    """The projector's results on two devices, in float64, within the bounds of float64 rounding.
+
+    The devices sum in other orders (atomics, other kernels) and may round a sample's position
+    differently. Bounds as in test_pixel_subsets_and_chunking_agree_with_full_image (volumes)
+    and test_field_gradient_reaches_mlp_parameters (fields); for fields the sample points are
+    recorded on both devices, so the effect of their different rounding is computed exactly.
+    """
+    grid = VolumeGrid.centered((32, 28, 36), 0.8)
+    view = ConeBeamView(29.7, 0.1, 993.0, 757.0605, (48, 40), (0.6, 0.6))
+    pixels = np.array([[3, 4], [24, 20], [40, 33]])
+    torch.manual_seed(0)
+    volume = torch.rand(grid.shape, dtype=torch.float64)
+    torch.manual_seed(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    results = {}
+    for device in (device_a, device_b):
+        v = volume.to(device, copy=True).requires_grad_()
+        image = project_volume(v, grid, view, chunk_rays=500)
+        (image**2).sum().backward()
+        net = copy.deepcopy(mlp).to(device)
+        seen = []
+
+        def field(points):
+            seen.append(points.detach().cpu())
+            return net(points)
+
+        integrals = project_field(field, grid, view, pixels, device=device, dtype=torch.float64)
+        integrals.sum().backward()
+        results[device] = dict(image=image.detach().cpu(), volume_grad=v.grad.cpu(), field=integrals.detach().cpu(),
+                               parameter_grads=[p.grad.cpu() for p in net.parameters()], points=seen[0])
+    a, b = results[device_a], results[device_b]
+    step = default_step_mm(grid)
+    n_ray = _max_samples_per_ray(grid)
+    n_all = n_ray * view.detector_shape[0] * view.detector_shape[1]
+    diagonal_mm = float(np.linalg.norm(np.asarray(grid.shape) * grid.spacing))
+    position = 4 * U64 * max(grid.shape)  # voxels a sample may move by
+    torch.testing.assert_close(b["image"], a["image"], rtol=2 * (n_ray + 32) * U64, atol=position * diagonal_mm)
+    grad_atol = n_all * 2 * float(a["image"].max()) * step * 3 * position
+    torch.testing.assert_close(b["volume_grad"], a["volume_grad"], rtol=2 * (n_all + 32) * U64, atol=grad_atol)
+    # Fields: terms h f(p_s) of either sign, so bounds on Σ h |f| (every ray's h <= step).
+    pa, pb = a["points"], b["points"]
+    assert pa.shape == pb.shape
+    with torch.no_grad():
+        f_a, f_b = mlp(pa)[:, 0], mlp(pb)[:, 0]
+    n = len(pa)
+    tolerance = 2 * (n + 32) * U64 * step * f_a.abs().sum() + step * (f_b - f_a).abs().sum()
+    assert torch.all((b["field"] - a["field"]).abs() <= tolerance)
+    t_a, t_b = _per_sample_parameter_gradients(mlp, pa), _per_sample_parameter_gradients(mlp, pb)
+    for (name, _), grad_a, grad_b in zip(mlp.named_parameters(), a["parameter_grads"], b["parameter_grads"]):
+        bound = 2 * (n + 32) * U64 * step * t_a[name].abs().sum(0) + step * (t_b[name] - t_a[name]).abs().sum(0)
+        assert torch.all((grad_b - grad_a).abs() <= bound), name
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     grid = VolumeGrid.centered((32, 28, 36), 0.8)
     view = ConeBeamView(29.7, 0.1, 993.0, 757.0605, (48, 40), (0.6, 0.6))
-    torch.manual_seed(0)
-    volume = torch.rand(grid.shape)
-    results = {}
-    for device in ("cpu", "cuda"):
-        v = volume.to(device, copy=True).requires_grad_()
-        image = project_volume(v, grid, view, chunk_rays=500)
-        assert image.device.type == device
-        (image**2).sum().backward()
-        torch.manual_seed(1)
-        mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(device)
-        pixels = np.array([[3, 4], [24, 20], [40, 33]])
-        field = project_field(mlp, grid, view, pixels)  # a Module: the device is its parameters'
-        assert field.device.type == device
-        field.sum().backward()
-        # a plain function needs the device named
-        scaled = project_field(lambda p: mlp(p / 10.0), grid, view, pixels, device=device)
-        results[device] = (image.detach().cpu(), v.grad.cpu(), field.detach().cpu(), mlp[0].weight.grad.cpu(),
-                           scaled.detach().cpu())
-    for cpu, cuda in zip(results["cpu"], results["cuda"]):
-        torch.testing.assert_close(cuda, cpu, rtol=2e-4, atol=2e-4)
+    pixels = np.array([[3, 4], [24, 20], [40, 33]])
+    # Results stay on the device they were computed on.
+    torch.manual_seed(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).cuda()
+    assert project_volume(torch.rand(grid.shape, device="cuda"), grid, view).device.type == "cuda"
+    assert project_field(mlp, grid, view, pixels).device.type == "cuda"  # a Module: its parameters' device
+    # a plain function needs the device named
+    assert project_field(lambda p: mlp(p / 10.0), grid, view, pixels, device="cuda").device.type == "cuda"
+    _assert_devices_agree("cpu", "cuda")

@@ -15,6 +15,8 @@ from matplotlib import colormaps
 from matplotlib.image import imread
 from scipy import ndimage
 
+from conftest import tube
+
 from vesselfield.errors import VesselfieldError
 from vesselfield.geometry import ConeBeamView, Geometry
 from vesselfield.grid import VolumeGrid
@@ -54,18 +56,10 @@ VIEWS = [ConeBeamView(0.0, 0.0, 1000.0, 750.0, (64, 64), (0.8, 0.8)),
 GEOMETRY = Geometry(GRID, VIEWS)
 
 
-def tube(grid: VolumeGrid, centre_xy, radius_mm: float) -> np.ndarray:
-    """(X, Y, Z) float32 mask of a tube along z over the middle 3/4 of the grid."""
-    c = grid.voxel_centers_mm()
-    inside = np.hypot(c[..., 0] - centre_xy[0], c[..., 1] - centre_xy[1]) <= radius_mm
-    inside &= np.abs(c[..., 2]) <= 12.0
-    return inside.astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def case():
-    truth = tube(GRID, (0.0, 0.0), 4.0)
-    pred = tube(GRID, (1.0, 0.0), 4.0)  # shifted 1 mm to +L
+    truth = tube(GRID, (0.0, 0.0), 4.0, half_length_mm=12.0)
+    pred = tube(GRID, (1.0, 0.0), 4.0, half_length_mm=12.0)  # shifted 1 mm to +L
     with torch.no_grad():
         targets = [project_volume(torch.from_numpy(truth), GRID, v).numpy() for v in VIEWS]
         rendered = [project_volume(torch.from_numpy(pred), GRID, v).numpy() for v in VIEWS]

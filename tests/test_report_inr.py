@@ -15,6 +15,8 @@ import pytest
 import trimesh
 from matplotlib.image import imread
 
+from conftest import sphere_points
+
 from vesselfield.errors import VesselfieldError
 from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
 from vesselfield.report.implicit_vessel import (
@@ -29,11 +31,6 @@ from vesselfield.report.implicit_vessel import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def sphere_points(radius_mm: float, n: int, seed: int = 0, centre=(0.0, 0.0, 0.0)) -> np.ndarray:
-    d = np.random.default_rng(seed).normal(size=(n, 3))
-    return np.asarray(centre) + radius_mm * d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
 def png_size(path) -> tuple[int, int]:
@@ -69,13 +66,13 @@ def distance_to_polyline(point: np.ndarray, line: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def sphere():
-    points = sphere_points(10.0, 400)
+    points = sphere_points(400, 10.0)[0]
     return fit_implicit_sdf(points, config=inr_config("fast", iterations=0), device="cpu").model, points
 
 
 @pytest.fixture(scope="module")
 def two_surfaces():
-    lumen, wall = sphere_points(6.0, 200, seed=1), sphere_points(10.0, 300, seed=2)
+    lumen, wall = sphere_points(200, 6.0, seed=1)[0], sphere_points(300, 10.0, seed=2)[0]
     fit = fit_implicit_sdf([lumen, wall], names=["lumen", "wall"], config=inr_config("fast", iterations=0),
                            device="cpu")
     return fit.model, [lumen, wall]
@@ -180,7 +177,7 @@ def test_residuals_are_abs_sdf_of_each_points_own_surface(sphere, two_surfaces):
 
 def test_points_figure_subsamples_and_shows_held_out_panel(sphere, tmp_path):
     model, points = sphere
-    path = figure_points(tmp_path / "p.png", model, points, held_out=sphere_points(10.0, 50, seed=9), max_points=100)
+    path = figure_points(tmp_path / "p.png", model, points, held_out=sphere_points(50, 10.0, seed=9)[0], max_points=100)
     h, w = png_size(path)
     assert w > 1000 and h > 400  # two panels side by side
     assert no_temp_files(tmp_path)
@@ -195,7 +192,7 @@ def test_report_writes_figures_and_self_contained_html(sphere, tmp_path):
     metrics = {"dice": 0.91234, "asd_mm": 0.3456, "hausdorff_mm": None}
     out = tmp_path / "report"
     written = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=metrics,
-                               title="sphere <test>", held_out=sphere_points(10.0, 40, seed=5), resolution=40)
+                               title="sphere <test>", held_out=sphere_points(40, 10.0, seed=5)[0], resolution=40)
     assert set(written) == {"slices", "points", "mesh", "losses", "report"}
     for key, name in FIGURE_FILES.items():
         assert written[key] == out / name
@@ -231,7 +228,7 @@ def test_minimal_report_has_slices_only(two_surfaces, tmp_path):
     with pytest.raises(VesselfieldError, match="metrics"):
         write_inr_report(tmp_path, model=model, metrics=[0.9])
     with pytest.raises(VesselfieldError, match="pass points too"):
-        write_inr_report(tmp_path, model=model, held_out=sphere_points(10.0, 20))
+        write_inr_report(tmp_path, model=model, held_out=sphere_points(20, 10.0)[0])
     assert no_temp_files(tmp_path)
 
 

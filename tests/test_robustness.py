@@ -63,11 +63,21 @@ def test_study_writes_one_row_per_fit_with_plausible_metrics(study):
     assert len({r["sample_seed"] for r in written}) == 4
 
 
-def test_study_writes_summary_and_box_plots(study):
+def test_study_writes_summary_and_box_plots(study, capsys):
+    import re
+    import shlex
+
     out, _ = study
     summary = (out / "summary.md").read_text()
     assert "| capsule | 30 | 2 |" in summary and "| capsule | 60 | 2 |" in summary
     assert "torch" in summary and "command: `vesselfield study robustness" in summary
+    # The recorded command is built from the CLI's own flags (config overrides as --set words).
+    words = shlex.split(re.search(r"command: `(.*)`", summary).group(1))
+    assert words[words.index("--iterations") + 1] == "150" and "--set" in words and "hidden_dim=32" in words
+    assert main(["study", "robustness", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for flag in {w for w in words if w.startswith("--")} - {"--set"}:
+        assert flag in help_text, flag
     for name in ("boxplot_dice.png", "boxplot_asd.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -89,17 +99,6 @@ def test_resume_skips_rows_already_in_the_csv(study, capsule, tmp_path):
                                    out_dir=out, progress=False, config_overrides=TINY, fit=counting_fit)
     assert calls == [30, 60]
     assert len(again) == 6 and [r["dice"] for r in again if int(r["repeat"]) < 2] == [r["dice"] for r in rows]
-
-
-def test_mesh_distance_is_exact_on_a_sphere():
-    sphere = trimesh.creation.icosphere(subdivisions=5, radius=10.0)
-    distance = R._MeshDistance(sphere)
-    rng = np.random.default_rng(0)
-    directions = rng.normal(size=(200, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    radii = rng.uniform(3.0, 15.0, 200)
-    # The icosphere's faces lie up to ~0.02 mm inside the sphere of radius 10.
-    assert np.allclose(distance(directions * radii[:, None]), np.abs(radii - 10.0), atol=0.03)
 
 
 def test_bad_arguments_raise_one_line_errors(capsule, tmp_path):
@@ -157,8 +156,7 @@ def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, c
     out, _ = study
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)  # the module's study, with whatever earlier tests added to it
-    with open(copy / "results.csv", newline="") as fh:
-        before = list(csv.DictReader(fh))
+    before = R.read_results(copy / "results.csv")
     other = capsule._replace(name="capsule-b")
     # The new shape is named first on the command line; the table keeps the old shape first.
     again = R.run_robustness_study([other, capsule], counts=(30,), repeats=1, iterations=20, n_held_out=50,
@@ -167,3 +165,23 @@ def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, c
     assert len(before) >= 4 and keys[-1] == ("capsule-b", 30, 0)
     assert keys[:-1] == sorted(keys[:-1]) and {k[0] for k in keys[:-1]} == {"capsule"}
     assert [r["dice"] for r in again[:-1]] == [r["dice"] for r in before]
+
+
+def test_failed_fits_are_retried_and_the_csv_is_read_once_per_run(capsule, tmp_path, monkeypatch):
+    reads = []
+    original = R.read_results
+    monkeypatch.setattr(R, "read_results", lambda path: reads.append(path) or original(path))
+
+    def failing_fit(points, **kwargs):
+        raise VesselfieldError("no fit today")
+
+    options = dict(counts=(30,), repeats=2, iterations=20, n_held_out=50, out_dir=tmp_path, progress=False,
+                   config_overrides=TINY)
+    failed = R.run_robustness_study([capsule], fit=failing_fit, **options)
+    assert [(r["repeat"], r["error"]) for r in failed] == [(0, "no fit today"), (1, "no fit today")]
+    assert all(math.isnan(r["dice"]) and r["iterations"] is None for r in failed)
+    rows = R.run_robustness_study([capsule], **options)
+    assert [(r["repeat"], r["error"], r["iterations"]) for r in rows] == [(0, "", 20), (1, "", 20)]
+    # The rows of a run reach the summary and plots in memory: results.csv is read only to resume.
+    assert len(reads) == 2
+    assert R.read_results(tmp_path / "results.csv") == rows

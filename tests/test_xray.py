@@ -146,7 +146,7 @@ def test_the_method_optimises_the_tested_objective(case, monkeypatch):
 
     def recording(*args, **kwargs):
         total, terms = real(*args, **kwargs)
-        calls.append((float(total), dict(terms), kwargs))
+        calls.append((float(total.detach()), dict(terms), kwargs))
         return total, terms
 
     monkeypatch.setattr(projection, "sdf_car_loss", recording)

@@ -17,14 +17,15 @@ set of shapes:
   cost more to evaluate than a fit);
 - **ASD**: the mean distance (mm) from ``n_held_out`` held-out surface points (drawn with another
   seed, never fitted) to the model's zero level, taken as the marching-cubes mesh of the predicted
-  SDF on the reference grid (or on a grid of ``spacing_mm``). The distance to the mesh is exact:
-  a KD-tree over dense quadrature points of the mesh proposes candidate triangles and the
-  point-triangle distance is computed on them (as :mod:`vesselfield.metrics.surface` does). A
-  model without a zero level inside the grid gets DSC 0 and ASD ``inf``.
+  SDF on the reference grid (or on a grid of ``spacing_mm``), with the exact point-to-triangle
+  distance (:func:`vesselfield.metrics.surface_distance_to_zero_level_mm`). A model without a
+  zero level inside the grid gets DSC 0 and ASD ``inf``.
 
-Results go to ``out_dir``: ``results.csv`` (one row per fit, rewritten atomically after every fit,
-so a killed study resumes where it stopped: rows already there are skipped), ``summary.md``
-(median and IQR per shape and count; date, machine, torch version, command) and the box plots
+Fits run here or in spawned processes with one torch thread each
+(:func:`vesselfield.bench.harness.run_tasks`). Results go to ``out_dir``: ``results.csv`` (one row
+per fit, rewritten atomically after every fit, so a killed study resumes where it stopped: fits
+already there without an error are skipped, failed ones are retried), ``summary.md`` (median and
+IQR per shape and count; date, machine, torch version, command) and the box plots
 ``boxplot_dice.png`` and ``boxplot_asd.png``
 (:func:`~vesselfield.report.implicit_vessel.figure_robustness_boxplot`).
 
@@ -36,20 +37,17 @@ line's names (``vmtk-aorta``, ``simvascular``, ``aaa:SEED[:SURFACE]``, mesh file
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
-import io
 import math
-import os
-import platform
-import shlex
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from vesselfield.bench import harness
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
 
@@ -62,6 +60,9 @@ MIN_COUNT = 10
 #: Columns of ``results.csv``, in order.
 CSV_COLUMNS = ("shape", "n_points", "repeat", "sample_seed", "dice", "asd_mm", "fit_seconds", "iterations",
                "stopped", "preset", "normals", "device", "error")
+#: Types of the numeric columns (the others are strings): a row in memory is as it reads back.
+_COLUMN_TYPES = {"n_points": int, "repeat": int, "sample_seed": int, "dice": float, "asd_mm": float,
+                 "fit_seconds": float, "iterations": int}
 #: Names :func:`resolve_shapes` knows besides mesh files and ``aaa:SEED[:SURFACE]``.
 NAMED_SHAPES = ("vmtk-aorta", "simvascular")
 _MESH_SUFFIXES = (".stl", ".ply", ".obj", ".vtp")
@@ -96,9 +97,9 @@ def shape_from_mesh(name: str, mesh, spacing_mm: float = 1.0, margin_mm: float |
 
     The grid covers the mesh's box plus ``margin_mm`` (default 3 voxels); a voxel is inside when
     more than half of it is (partial-volume occupancy by ray casting,
-    :func:`vesselfield.bench.xray.voxelize_mesh`, 3 x 3 rays per voxel column).
+    :func:`vesselfield.meshing.voxelize_mesh`, 3 x 3 rays per voxel column).
     """
-    from vesselfield.bench.xray import voxelize_mesh
+    from vesselfield.meshing.occupancy import voxelize_mesh
 
     if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces")) or len(mesh.faces) == 0:
         raise VesselfieldError(f"shape {name!r}: need a triangle mesh with faces")
@@ -159,7 +160,8 @@ def check_shape_specs(specs: Sequence[str]) -> list[str]:
             continue
         if spec.startswith("aaa:"):
             parts = spec.split(":")
-            if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and parts[2] not in SURFACE_NAMES):
+            if (len(parts) not in (2, 3) or not parts[1].isdigit()
+                    or (len(parts) == 3 and parts[2] not in SURFACE_NAMES)):
                 raise VesselfieldError(f"bad AAA shape {spec!r}: use aaa:SEED or aaa:SEED:SURFACE "
                                        f"(SURFACE one of {', '.join(SURFACE_NAMES)})")
             continue
@@ -236,51 +238,12 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-class _MeshDistance:
-    """Exact point-to-surface distances to a triangle mesh (KD-tree over dense quadrature points
-    proposes the candidate triangles; see :class:`vesselfield.metrics.surface._Surface`)."""
-
-    def __init__(self, mesh, subdivisions: int = 2, candidates: int = 4):
-        from scipy.spatial import cKDTree
-
-        from vesselfield.metrics.surface import _surface_quadrature
-
-        self.verts = np.asarray(mesh.vertices, dtype=np.float64)
-        self.faces = np.asarray(mesh.faces, dtype=np.int64)
-        self.points, _, self.triangle = _surface_quadrature(self.verts, self.faces, subdivisions)
-        self.tree = cKDTree(self.points)
-        self.candidates = min(int(candidates), len(self.points))
-
-    def __call__(self, query: np.ndarray) -> np.ndarray:
-        from vesselfield.metrics.surface import _closest_points_on_triangles
-
-        dist, idx = self.tree.query(query, k=self.candidates)
-        idx = idx.reshape(len(query), -1)
-        best = dist.reshape(len(query), -1)[:, 0].copy()
-        for j in range(idx.shape[1]):
-            a, b, c = self.verts[self.faces[self.triangle[idx[:, j]]]].transpose(1, 0, 2)
-            best = np.fmin(best, np.linalg.norm(query - _closest_points_on_triangles(query, a, b, c), axis=1))
-        return best
-
-
-def surface_distance_to_zero_level_mm(sdf_mm: np.ndarray, grid: VolumeGrid, points_mm: np.ndarray) -> np.ndarray:
-    """(N,) distance (mm) from each (N, 3) point to the zero level of an SDF volume on ``grid``
-    (marching cubes, then exact point-to-triangle distances); ``inf`` everywhere when the SDF
-    has no zero level on the grid."""
-    from vesselfield.meshing.marching_cubes import mesh_from_volume
-
-    points = np.asarray(points_mm, np.float64)
-    if not (sdf_mm.min() < 0 < sdf_mm.max()):
-        return np.full(len(points), np.inf)
-    return _MeshDistance(mesh_from_volume(sdf_mm, grid, 0.0, inside="below"))(points)
-
-
 def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid: VolumeGrid | None = None) -> dict:
     """``{"dice", "asd_mm"}`` of a fitted model against a shape (see the module docstring).
 
     ``mesh_grid``: grid of the marching-cubes zero level for the ASD (default: the reference grid).
     """
-    from vesselfield.metrics import dice
+    from vesselfield.metrics import dice, surface_distance_to_zero_level_mm
 
     sdf = model.sdf_volume(shape.grid)
     result = {"dice": float(dice(sdf < 0, shape.reference))}
@@ -292,8 +255,8 @@ def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid:
 
 def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_out: int, config,
              device: str, mesh_grid: VolumeGrid | None, fit: Callable, normals: bool = False) -> dict:
-    from vesselfield.metrics.surface import sample_surface_points
     from vesselfield.methods.implicit_vessel import sample_mesh_surface
+    from vesselfield.metrics import sample_surface_points
 
     sample_seed = derived_seed(seed, count, repeat)
     row = {"shape": shape.name, "n_points": int(count), "repeat": int(repeat), "sample_seed": sample_seed,
@@ -304,28 +267,44 @@ def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_ou
                                          seed=derived_seed(seed, count, repeat, 1))
         result = fit(points, normals=point_normals if normals else None,
                      config=dataclasses.replace(config, seed=sample_seed), device=device)
-        row.update(fit_seconds=float(result.seconds), iterations=int(result.iterations), stopped=result.stopped)
+        row.update(fit_seconds=float(result.seconds), iterations=int(result.iterations), stopped=str(result.stopped))
         row.update(evaluate_model(result.model, shape, held_out, mesh_grid))
     except VesselfieldError as exc:
         row.update(dice=math.nan, asd_mm=math.nan, error=str(exc).splitlines()[0])
-    return row
+    return _as_read_back(row)
+
+
+class _Fit(NamedTuple):
+    """One fit of the study: (shape, count, repeat) and the grid of its ASD mesh."""
+
+    shape: StudyShape
+    count: int
+    repeat: int
+    mesh_grid: VolumeGrid | None
+
+
+def _fit_task(task: _Fit, **kwargs) -> dict:
+    return _fit_one(task.shape, task.count, task.repeat, mesh_grid=task.mesh_grid, **kwargs)
 
 
 # ============================================================================ results files
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def _as_read_back(row: dict) -> dict:
+    """The row as ``results.csv`` gives it back: every column, numbers typed (None when empty,
+    NaN as NaN), the other columns strings ("" when empty)."""
+    out = {}
+    for key in CSV_COLUMNS:
+        value = row.get(key)
+        if key in _COLUMN_TYPES:
+            out[key] = None if value in (None, "") else _COLUMN_TYPES[key](value)
+        else:
+            out[key] = "" if value is None else str(value)
+    return out
 
 
-def _csv_text(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
-    return buffer.getvalue()
+def read_results(path) -> list[dict]:
+    """Rows of a study's ``results.csv`` (``[]`` when there is none), typed as
+    :func:`run_robustness_study` returns them."""
+    return [_as_read_back(r) for r in harness.read_csv_rows(path)]
 
 
 def _key(row: dict) -> tuple[str, int, int]:
@@ -333,21 +312,7 @@ def _key(row: dict) -> tuple[str, int, int]:
 
 
 def _floats(rows: Sequence[dict], column: str) -> np.ndarray:
-    values = []
-    for row in rows:
-        try:
-            values.append(float(row.get(column, "nan")))
-        except (TypeError, ValueError):
-            values.append(math.nan)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _median_iqr(values: np.ndarray, digits: int) -> str:
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return "n/a"
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
-    return f"{med:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
+    return np.asarray([math.nan if r.get(column) is None else float(r[column]) for r in rows], dtype=np.float64)
 
 
 def summary_table(rows: Sequence[dict]) -> str:
@@ -361,20 +326,11 @@ def summary_table(rows: Sequence[dict]) -> str:
             group = [r for r in mine if int(r["n_points"]) == count]
             seconds = _floats(group, "fit_seconds")
             seconds = seconds[~np.isnan(seconds)]
-            lines.append(f"| {shape} | {count} | {len(group)} | {_median_iqr(_floats(group, 'dice'), 3)} | "
-                         f"{_median_iqr(_floats(group, 'asd_mm'), 2)} | "
+            dsc, asd = harness.format_median_iqr(_floats(group, "dice"), 3), harness.format_median_iqr(
+                _floats(group, "asd_mm"), 2)
+            lines.append(f"| {shape} | {count} | {len(group)} | {dsc} | {asd} | "
                          f"{(f'{np.median(seconds):.0f}' if len(seconds) else 'n/a')} |")
     return "\n".join(lines)
-
-
-def _machine(device: str) -> str:
-    import torch
-
-    from vesselfield.device import resolve_device
-
-    dev = resolve_device(device)
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} torch thread(s)"
-    return f"{platform.platform()}, {os.cpu_count()} CPUs; torch {torch.__version__} on {where}"
 
 
 def write_summary(rows: Sequence[dict], out_dir, *, command: str, machine: str, settings: str) -> Path:
@@ -403,39 +359,41 @@ def write_summary(rows: Sequence[dict], out_dir, *, command: str, machine: str, 
     return path
 
 
-def _default_command(shapes, counts, repeats, out_dir, preset, iterations, workers, seed, normals) -> str:
-    words = ["vesselfield", "study", "robustness", "--shapes", *[s.name for s in shapes],
+def _default_command(shapes, counts, repeats, out_dir, preset, iterations, workers, seed, normals,
+                     n_held_out, device, config_overrides=None) -> str:
+    """The ``vesselfield study robustness`` command with these settings (flags as the CLI spells them)."""
+    from vesselfield.config import format_value
+    from vesselfield.io.run_folder import reproducing_command
+
+    words = ["study", "robustness", "--shapes", *[s.name for s in shapes],
              "--counts", *[str(c) for c in counts], "--repeats", str(repeats), "--out", str(out_dir),
-             "--preset", preset, "--seed", str(seed)] + (["--normals"] if normals else [])
-    if iterations is not None:
-        words += ["--iterations", str(iterations)]
-    if workers != 1:
-        words += ["--workers", str(workers)]
-    return shlex.join(words)
+             "--preset", preset, "--seed", str(seed), "--n-held-out", str(n_held_out), "--device", device]
+    words += ["--normals"] if normals else []
+    words += ["--iterations", str(iterations)] if iterations is not None else []
+    words += ["--workers", str(workers)] if workers != 1 else []
+    for name, value in (config_overrides or {}).items():
+        words += ["--set", f"{name}={format_value(value)}"]
+    return reproducing_command(words)
 
 
 # ================================================================================= study
-def _worker_init() -> None:
-    # Each worker process gets one thread: several multi-threaded fits on few cores thrash.
-    import torch
+def check_study_args(counts=None, repeats=None, n_held_out=None, workers=None) -> list[int] | None:
+    """The distinct point counts, ascending; one-line errors for counts < 10, repeats < 1, ...
 
-    torch.set_num_threads(1)
-
-
-def check_study_args(counts, repeats, n_held_out, workers) -> list[int]:
-    """The distinct point counts, ascending; one-line errors for counts < 10, repeats < 1, ..."""
-    counts = [int(c) for c in counts]
-    if not counts:
-        raise VesselfieldError("no point counts given")
-    if min(counts) < MIN_COUNT:
-        raise VesselfieldError(f"point counts must be at least {MIN_COUNT}, got {min(counts)}")
-    if int(repeats) < 1:
-        raise VesselfieldError(f"repeats must be at least 1, got {repeats}")
-    if int(n_held_out) < 1:
-        raise VesselfieldError(f"n_held_out must be at least 1, got {n_held_out}")
-    if int(workers) < 1:
-        raise VesselfieldError(f"workers must be at least 1, got {workers}")
-    return sorted(dict.fromkeys(counts))
+    An argument left at None is not checked (the command line checks what it was given before
+    it loads any shape; :func:`run_robustness_study` checks everything).
+    """
+    if counts is not None:
+        counts = [int(c) for c in counts]
+        if not counts:
+            raise VesselfieldError("no point counts given")
+        if min(counts) < MIN_COUNT:
+            raise VesselfieldError(f"point counts must be at least {MIN_COUNT}, got {min(counts)}")
+        counts = sorted(dict.fromkeys(counts))
+    for name, value in (("repeats", repeats), ("n_held_out", n_held_out), ("workers", workers)):
+        if value is not None and int(value) < 1:
+            raise VesselfieldError(f"{name} must be at least 1, got {value}")
+    return counts
 
 
 def run_robustness_study(
@@ -474,17 +432,18 @@ def run_robustness_study(
         device: ``cpu``, ``cuda`` or ``auto``.
         progress: print one line per fit.
         command: the command line recorded in ``summary.md`` (default: the equivalent CLI call).
-        config_overrides: further :class:`~vesselfield.methods.implicit_vessel.InrConfig` settings (e.g. tiny
-            networks in tests); recorded in ``summary.md``.
+        config_overrides: further :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselConfig`
+            settings (e.g. tiny networks in tests); recorded in ``summary.md`` and, as ``--set``
+            words, in its command.
         fit: the fitting function (default :func:`~vesselfield.methods.implicit_vessel.fit_implicit_sdf`).
         normals: also fit the mesh faces' outward normals at the sampled points (IGR normal term);
             the paper fits bare points (False).
 
     Returns:
-        All rows of ``results.csv`` (with earlier runs' rows), in shape, count, repeat order, as read
-        back from the file (string values).
+        All rows of ``results.csv`` (with earlier runs' rows), in shape, count, repeat order; numbers
+        typed as :func:`read_results` gives them (the rows of this run are passed on in memory,
+        not read back).
     """
-    from vesselfield.io.atomic import write_text_atomic
     from vesselfield.methods.implicit_vessel import fit_implicit_sdf, inr_config
 
     counts = check_study_args(counts, repeats, n_held_out, workers)
@@ -501,19 +460,21 @@ def run_robustness_study(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
-    rows = _read_rows(csv_path)
+    rows = read_results(csv_path)  # an earlier run's, to resume
     wanted = {"preset": config.preset, "normals": "yes" if normals else "no"}
     for row in rows:
         for column, value in wanted.items():
-            if row.get(column, value) not in ("", value):
+            if row[column] not in ("", value):
                 raise VesselfieldError(f"{csv_path} holds fits with {column} {row[column]!r}, not {value!r}: "
                                        "resume with the same settings or use another output folder")
-    done = {_key(r) for r in rows}
     # Rows are kept in shape order (earlier runs' shapes first, then this run's, as given), count
     # and repeat: a study extended by another run keeps its table and figure order.
     shape_order = list(dict.fromkeys([r["shape"] for r in rows] + [s.name for s in shapes]))
+    finished = {_key(r) for r in rows if not r["error"]}
     # Repeat by repeat, so that a study stopped early has as many repeats of every shape and count.
-    todo = [(s, c, r) for r in range(int(repeats)) for s in shapes for c in counts if (s.name, c, r) not in done]
+    todo = [(s, c, r) for r in range(int(repeats)) for s in shapes for c in counts if (s.name, c, r) not in finished]
+    retried = {(s.name, c, r) for s, c, r in todo}
+    rows = [r for r in rows if _key(r) not in retried]  # failed fits of an earlier run are redone
 
     def mesh_grid(shape: StudyShape) -> VolumeGrid | None:
         if spacing_mm is None:
@@ -522,54 +483,52 @@ def run_robustness_study(
         return _box_grid(np.asarray(lo), np.asarray(hi), spacing_mm, 0.0)
 
     grids = {s.name: mesh_grid(s) for s in shapes}
+    tasks = [_Fit(s, c, r, grids[s.name]) for s, c, r in todo]
     start = time.time()
 
-    def record(row: dict) -> None:
+    def record(i: int, result: harness.TaskResult) -> None:
+        row = result.value
+        if result.error:  # the fit's process died, or an error other than a VesselfieldError
+            shape, count, repeat, _ = tasks[i]
+            row = _as_read_back({"shape": shape.name, "n_points": count, "repeat": repeat,
+                                 "sample_seed": derived_seed(seed, count, repeat), "dice": math.nan,
+                                 "asd_mm": math.nan, "preset": config.preset, "normals": wanted["normals"],
+                                 "device": device, "error": result.error})
         rows.append(row)
-        write_text_atomic(csv_path, _csv_text(rows))
+        harness.write_csv(csv_path, rows, CSV_COLUMNS)
         if progress:
-            print(f"[{len(rows) - (len(done)):>3}/{len(todo)}] {row['shape']} n={row['n_points']} "
-                  f"repeat={row['repeat']}: DSC {float(row.get('dice', math.nan)):.4f}, "
-                  f"ASD {float(row.get('asd_mm', math.nan)):.3f} mm, fit {float(row.get('fit_seconds', math.nan)):.0f} s "
-                  f"({time.time() - start:.0f} s elapsed){' ' + row['error'] if row.get('error') else ''}", flush=True)
+            dsc, asd, secs = (math.nan if row[k] is None else row[k] for k in ("dice", "asd_mm", "fit_seconds"))
+            print(f"[{len(rows) - len(finished):>3}/{len(todo)}] {row['shape']} n={row['n_points']} "
+                  f"repeat={row['repeat']}: DSC {dsc:.4f}, ASD {asd:.3f} mm, fit {secs:.0f} s "
+                  f"({time.time() - start:.0f} s elapsed){' ' + row['error'] if row['error'] else ''}", flush=True)
 
-    kwargs = dict(seed=int(seed), n_held_out=int(n_held_out), config=config, device=device, fit=fit,
-                  normals=bool(normals))
-    if int(workers) == 1 or len(todo) <= 1:
-        for shape, count, repeat in todo:
-            record(_fit_one(shape, count, repeat, mesh_grid=grids[shape.name], **kwargs))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(int(workers), mp_context=context, initializer=_worker_init) as pool:
-            futures = [pool.submit(_fit_one, s, c, r, mesh_grid=grids[s.name], **kwargs) for s, c, r in todo]
-            for future in as_completed(futures):
-                record(future.result())
+    # One torch thread per process: several multi-threaded fits on few cores thrash.
+    harness.run_tasks(partial(_fit_task, seed=int(seed), n_held_out=int(n_held_out), config=config, device=device,
+                              fit=fit, normals=bool(normals)),
+                      tasks, workers=int(workers), threads_per_worker=1 if int(workers) > 1 else None,
+                      on_done=record)
 
     rows.sort(key=lambda r: (shape_order.index(r["shape"]), *_key(r)[1:]))
-    write_text_atomic(csv_path, _csv_text(rows))
+    harness.write_csv(csv_path, rows, CSV_COLUMNS)
     settings = (f"preset {config.preset}, {config.iterations} iterations, counts {', '.join(map(str, counts))}, "
                 f"{int(repeats)} repeat(s), {int(n_held_out)} held-out points, seed {int(seed)}, "
                 f"{int(workers)} worker(s), {'with the mesh normals' if normals else 'no normals'}"
                 + "".join(f", {k}={v}" for k, v in (config_overrides or {}).items()))
-    return write_study_report(out, settings=settings, device=device,
-                              command=command or _default_command(shapes, counts, repeats, out, preset, iterations,
-                                                                  workers, seed, normals))
+    command = command or _default_command(shapes, counts, repeats, out, preset, iterations, workers, seed, normals,
+                                          n_held_out, device, config_overrides)
+    write_study_report(rows, out, settings=settings, device=device, command=command)
+    return rows
 
 
-def write_study_report(out_dir, *, settings: str, command: str, device: str = "cpu") -> list[dict]:
-    """``summary.md``, ``boxplot_dice.png`` and ``boxplot_asd.png`` from the ``results.csv`` in
-    ``out_dir`` (also for a study that was stopped early); returns its rows."""
+def write_study_report(rows: Sequence[dict], out_dir, *, settings: str, command: str, device: str = "cpu") -> None:
+    """``summary.md``, ``boxplot_dice.png`` and ``boxplot_asd.png`` in ``out_dir`` from the study's
+    rows (those :func:`run_robustness_study` returns, or :func:`read_results` of a study that was
+    stopped early)."""
     from vesselfield.report.implicit_vessel import figure_robustness_boxplot
 
     out = Path(out_dir)
-    rows = _read_rows(out / "results.csv")
     if not rows:
-        raise VesselfieldError(f"no results in {out / 'results.csv'}")
-    write_summary(rows, out, machine=_machine(device), settings=settings, command=command)
-    plot_rows = [{**r, "n_points": int(r["n_points"])} for r in rows]
-    figure_robustness_boxplot(plot_rows, out / "boxplot_dice.png", metric="dice")
-    figure_robustness_boxplot(plot_rows, out / "boxplot_asd.png", metric="asd_mm")
-    return rows
+        raise VesselfieldError(f"no results to report in {out}")
+    write_summary(rows, out, machine=harness.machine_description(device), settings=settings, command=command)
+    figure_robustness_boxplot(rows, out / "boxplot_dice.png", metric="dice")
+    figure_robustness_boxplot(rows, out / "boxplot_asd.png", metric="asd_mm")

@@ -184,7 +184,7 @@ def study_robustness_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No line per fit."),
 ):
     """Robustness to sparsity (the paper's Fig. 3): DSC and ASD against the number of surface points."""
-    from vesselfield.bench.robustness import check_shape_specs, resolve_shapes, run_robustness_study
+    from vesselfield.bench.robustness import check_shape_specs, check_study_args, resolve_shapes, run_robustness_study
     from vesselfield.config import parse_assignments, parse_value
     from vesselfield.methods.implicit_vessel import ImplicitVesselConfig
 
@@ -195,6 +195,7 @@ def study_robustness_cmd(
     if iterations is not None:
         overrides["iterations"] = iterations
     _fit_config(preset, None, None, None, **overrides)
+    check_study_args(counts, repeats, n_held_out, workers)
     check_shape_specs(shapes)
     resolved = resolve_shapes(shapes, frame=frame, scale_to_mm=scale_to_mm,
                               **({} if spacing is None else {"spacing_mm": spacing}))

@@ -16,7 +16,6 @@ _EXPORTS = {
     "find_label_files": "vesselfield.datasets.imagecas",
     "prepare_imagecas": "vesselfield.datasets.imagecas",
     "read_cases_csv": "vesselfield.datasets.imagecas",
-    "resample_occupancy": "vesselfield.datasets.imagecas",
     "split_coronary_trees": "vesselfield.datasets.imagecas",
     "summarize_cases": "vesselfield.datasets.imagecas",
 }
