@@ -395,17 +395,20 @@ def test_cli_benchmark_xray_on_a_folder(case, tmp_path, capsys):
     save_volume(cases / "0001_left.nii.gz", vol, GRID)
     out = tmp_path / "bench"
     code = main(["benchmark", "xray", "--cases", str(cases), "--methods", "sdf-car", "neca", "--out", str(out),
-                 "--geometry", str(geo), "--iterations", "40", "--device", "cpu", "--quiet"])
+                 "--geometry", str(geo), "--iterations", "40", "--set", "eikonal_weight=0.01", "lambda_geo=0.5",
+                 "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     import csv
 
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["method"], r["status"]) for r in rows] == [("sdf-car", "ok"), ("neca", "ok")]
-    # The benchmark's numbers are those of a direct reconstruction with the same config.
-    direct = reconstruct_xray(GEOMETRY, images, config=xray_config("sdf-car", iterations=40, seed=0), progress=False)
+    # The benchmark's numbers are those of a direct reconstruction with the same config (--set included).
+    config = xray_config("sdf-car", iterations=40, eikonal_weight=0.01, lambda_geo=0.5)
+    direct = reconstruct_xray(GEOMETRY, images, config=config, progress=False)
     assert float(rows[0]["dice"]) == pytest.approx(dice(direct.occupancy >= 0.5, vol >= 0.5), abs=1e-6)
     summary = (out / "summary.md").read_text()
     assert "sdf-car" in summary and "neca" in summary and "clDice" in summary
+    assert "--set eikonal_weight=0.01 lambda_geo=0.5" in summary  # the command line, as given
 
 
 def test_cli_data_imagecas(tmp_path, capsys):

@@ -9,21 +9,18 @@ Importing this package imports no dataset module; each loads on first use.
 
 from __future__ import annotations
 
-import importlib
+from vesselfield.lazy import lazy_exports
 
 _EXPORTS = {
-    "CoronarySplit": "vesselfield.datasets.imagecas",
-    "find_label_files": "vesselfield.datasets.imagecas",
-    "prepare_imagecas": "vesselfield.datasets.imagecas",
-    "read_cases_csv": "vesselfield.datasets.imagecas",
-    "split_coronary_trees": "vesselfield.datasets.imagecas",
-    "summarize_cases": "vesselfield.datasets.imagecas",
+    "CoronarySplit": "imagecas",
+    "find_label_files": "imagecas",
+    "prepare_imagecas": "imagecas",
+    "read_cases_csv": "imagecas",
+    "split_coronary_trees": "imagecas",
+    "summarize_cases": "imagecas",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

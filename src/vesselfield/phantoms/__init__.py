@@ -12,7 +12,7 @@ Names load on first use, so importing this package does not import torch.
 
 from __future__ import annotations
 
-import importlib
+from vesselfield.lazy import lazy_exports
 
 _WHERE = {
     "RoundCones": "sdf",
@@ -33,13 +33,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
