@@ -88,11 +88,15 @@ def echo_summary(summary, *, metrics: bool = True) -> None:
         typer.echo(f"wrote {path}")
 
 
+# The words main() is running (sys.argv's, or those given to main() from Python).
+_RUNNING: List[str] = []
+
+
 def command_line() -> str:
-    """The command line this process was started with (for benchmark headers)."""
+    """The command line being run, as the user typed it (for benchmark and study headers)."""
     import shlex
 
-    return shlex.join(["vesselfield", *sys.argv[1:]])
+    return shlex.join(["vesselfield", *_RUNNING])
 
 
 # --------------------------------------------------------------------------------------- main
@@ -124,7 +128,9 @@ def _is_number(word: str) -> bool:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit status when called from Python."""
-    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    given = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    _RUNNING[:] = given
+    args = expand_multi_value_options(given)
     try:
         app(args=args, prog_name="vesselfield", standalone_mode=False)
     except VesselfieldError as exc:
