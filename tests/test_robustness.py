@@ -116,6 +116,9 @@ def test_bad_arguments_raise_one_line_errors(capsule, tmp_path):
     (["--shapes", "aaa:0", "--counts", "100", "5"], "at least 10, got 5"),
     (["--shapes", "aaa:0", "--repeats", "0"], "repeats must be at least 1"),
     (["--shapes", "vmtk-aorta", "missing.stl"], "does not exist"),
+    (["--shapes", "aaa:0", "--iterations", "-1"], "iterations (--iterations) must be a non-negative number"),
+    (["--shapes", "aaa:0", "--iterations", "5", "--set", "hidden_dim=0"], "hidden_dim must be an integer >= 1"),
+    (["--shapes", "aaa:0", "--set", "widht=3"], "has no field 'widht'"),
 ])
 def test_cli_rejects_bad_input_with_exit_2(capsys, tmp_path, args, message):
     code = main(["study", "robustness", *args, "--out", str(tmp_path / "out")])
@@ -185,3 +188,20 @@ def test_failed_fits_are_retried_and_the_csv_is_read_once_per_run(capsule, tmp_p
     # The rows of a run reach the summary and plots in memory: results.csv is read only to resume.
     assert len(reads) == 2
     assert R.read_results(tmp_path / "results.csv") == rows
+
+
+def test_cli_study_takes_iterations_and_set(tmp_path, capsys):
+    """`study robustness --iterations N --set FIELD=VALUE`: both reach every fit's config."""
+    out = tmp_path / "out"
+    code = main(["study", "robustness", "--shapes", "aaa:0", "--counts", "10", "--repeats", "1", "--iterations", "5",
+                 "--set", "hidden_dim=8", "n_layers=2", "skip_layer=-1", "--spacing", "2", "--n-held-out", "50", "--out", str(out),
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "results.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert int(row["iterations"]) == 5 and row["error"] == ""
+    assert "--set hidden_dim=8 n_layers=2 skip_layer=-1" in (out / "summary.md").read_text()
+    # A setting that no network can take is refused before any shape is loaded.
+    code = main(["study", "robustness", "--shapes", "aaa:0", "--set", "n_layers=2", "skip_layer=2", "--out",
+                 str(tmp_path / "bad")])
+    assert code == 2 and "skip_layer must be -1 (none) or in [1, n_layers = 2)" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def study_robustness_cmd(
     overrides = {k: parse_value(ImplicitVesselConfig, k, v) for k, v in parse_assignments(set_).items()}
     if iterations is not None:
         overrides["iterations"] = iterations
-    _fit_config(preset, None, None, None, **overrides)
+    build(ImplicitVesselConfig, {"preset": preset, **overrides}, None)
     check_study_args(counts, repeats, n_held_out, workers)
     check_shape_specs(shapes)
     resolved = resolve_shapes(shapes, frame=frame, scale_to_mm=scale_to_mm,

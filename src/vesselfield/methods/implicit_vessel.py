@@ -184,6 +184,8 @@ def _check_config(c: ImplicitVesselConfig) -> None:
                   flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
     if not 0.0 <= float(c.domain_padding) < 1.0:
         raise VesselfieldError(f"domain_padding must be in [0, 1), got {c.domain_padding}")
+    if c.skip_layer != -1 and not 1 <= c.skip_layer < c.n_layers:
+        raise VesselfieldError(f"skip_layer must be -1 (none) or in [1, n_layers = {c.n_layers}), got {c.skip_layer}")
 
 
 @dataclass

@@ -29,7 +29,6 @@ from vesselfield.io.run_folder import (
     CONFIG_NAME,
     LOG_NAME,
     RunSummary,
-    check_out_dir,
     prepare_run_folder,
     reproducing_command,
     write_json,
@@ -174,7 +173,7 @@ def reconstruct_xray_run(
     views = check_views(geometry, views, kind)
     if gt is not None:
         geometry.volume.check_array(np.asarray(gt), "ground truth")
-    out = prepare_run_folder(check_out_dir(out_dir), verb="reconstruct xray", config=config, inputs=inputs or {},
+    out = prepare_run_folder(out_dir, verb="reconstruct xray", config=config, inputs=inputs or {},
                              command=command, resume=resume)
     result = reconstruct_xray(geometry, views, kind=kind, config=config, device=device, out_dir=out, resume=resume,
                               progress=progress)
