@@ -73,7 +73,7 @@ def test_config_show_prints_every_field_with_its_documentation(capsys):
     assert all(f"{f.name} = " in out for f in fields(SdfCarConfig))
     # NeCA's own values under the gpu preset, and the field's documentation as its help.
     assert "method = neca" in out and "mlp_hidden = 256" in out and "learning_rate = 0.0001" in out
-    assert "Weight of L_geo (paper: 1.0)." in out
+    assert "lambda_geo = 0.0" in out and "Weight of L_geo. None: the method's" in out
     assert main(["config", "list"]) == 0 and "implicit-vessel" in capsys.readouterr().out
     expect_user_error(capsys, ["config", "show", "nerf"], "unknown config 'nerf'")
 

@@ -134,3 +134,47 @@ def test_the_method_configs_document_every_field():
         config = cls()
         for f in dataclasses.fields(cls):
             assert parse_value(cls, f.name, format_value(getattr(config, f.name))) == getattr(config, f.name)
+
+
+@dataclasses.dataclass
+class Outer:
+    """A method config holding a nested group (as a supervised method holds its TrainerConfig)."""
+
+    rate: float = 0.5
+    """A rate."""
+    toy: Toy = dataclasses.field(default_factory=Toy)
+    """The toy's settings."""
+
+
+def test_nested_groups_are_set_with_dotted_names_and_round_trip():
+    c = build_config(Outer, None, ["toy.preset=big", "toy.rate=0.25", "rate=2"])
+    assert (c.rate, c.toy.preset, c.toy.width, c.toy.rate) == (2.0, "big", 64, 0.25)
+    # The command that rebuilds it names the nested fields with their group, and a saved dict
+    # (config.yaml) rebuilds the same config.
+    words = config_arguments(c)
+    assert "toy.preset=big" in words and "toy.rate=0.25" in words
+    assert build_config(Outer, None, words[1::2]) == c
+    from vesselfield.config import config_to_dict
+
+    saved = config_to_dict(c)
+    assert saved["toy"]["shape"] == [1, 2, 3] and build_config(Outer, saved) == c
+    assert "toy.width = 64" in describe_config(c)
+    with pytest.raises(VesselfieldError, match=re.escape("Toy has no field 'widht' (did you mean width?)")):
+        build_config(Outer, None, ["toy.widht=3"])
+    with pytest.raises(VesselfieldError, match="set its fields with --set toy.FIELD=VALUE"):
+        build_config(Outer, None, ["toy=big"])
+    with pytest.raises(VesselfieldError, match="rate is not a group"):
+        build_config(Outer, None, ["rate.x=1"])
+
+
+def test_check_numbers_wants_integers_in_integer_fields():
+    from vesselfield.config import check_numbers
+    from vesselfield.training import TrainerConfig
+
+    with pytest.raises(VesselfieldError, match="epochs must be a non-negative integer, got 2.5"):
+        TrainerConfig(epochs=2.5)
+    with pytest.raises(VesselfieldError, match="seed must be a non-negative integer, got -1"):
+        TrainerConfig(seed=-1)
+    check_numbers(Toy(rate=2), positive=("rate", "width"))  # an int in a float field is fine
+    with pytest.raises(VesselfieldError, match=r"rate \(--rate\) must be a positive number"):
+        check_numbers(Toy(rate=0.0), positive=("rate",), flags={"rate": "--rate"})

@@ -225,6 +225,13 @@ def test_cli_blend_of_an_l_junction_is_one_watertight_piece(capsule_models, tmp_
     assert plain.details["mesh"]["volume_mm3"] < mesh.volume
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert BlendConfig(**stored["config"]) == BlendConfig(k_mm=2.0, spacing_mm=0.5)
+    # The recorded command reruns the blend exactly.
+    import shlex
+
+    words = shlex.split(stored["command"])
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    assert main(words[1:]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(load_volume(tmp_path / "again" / "sdf.nii.gz")[0], sdf)
 
 
 def test_cli_blend_of_disjoint_models_warns_not_cfd_ready(capsule_models, tmp_path, capsys):
@@ -267,6 +274,9 @@ def bad_files(tmp_path):
     (["fit", "points", "--points", "missing.npy"], "does not exist"),
     (["fit", "points", "--points", "no_normals.npy", "--preset", "huge"], "unknown preset"),
     (["fit", "points", "--points", "no_normals.npy", "--frame", "XYZ"], "unknown frame"),
+    (["fit", "points", "--points", "no_normals.npy", "--set", "nesting_weight=1"], "one surface has nothing to nest"),
+    (["fit", "points", "--points", "no_normals.npy", "--set", "seed=-1"], "seed must be a non-negative integer"),
+    (["fit", "mesh", "--mesh", "cloud.ply", "--n-points", "100", "--seed", "-1"], "--seed must be an integer"),
     (["fit", "mesh", "--mesh", "cloud.ply", "--n-points", "100"], "not a surface"),
     (["fit", "nested", "--surfaces", "no_normals.npy"], "at least two --surfaces"),
     (["fit", "nested", "--surfaces", "no_normals.npy", "no_normals.npy", "--names", "a", "a"], "distinct"),

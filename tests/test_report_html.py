@@ -198,6 +198,23 @@ def test_embedding_needs_a_png(tmp_path):
         embedded_figure(tmp_path / "missing.png", "alt", "caption")
 
 
+def test_a_saved_figure_is_embedded_from_its_bytes_not_read_back(tmp_path):
+    saved = small_png(tmp_path / "grey.png", 0.25)
+    # save_png renders once: the bytes it carries are the file's, and it is still the Path given.
+    assert saved == tmp_path / "grey.png" and saved.data == (tmp_path / "grey.png").read_bytes()
+    # A page embeds those bytes: with the file replaced by another PNG, or gone, it shows the saved one.
+    other = small_png(tmp_path / "other.png", 0.75).data
+    assert other != saved.data
+    (tmp_path / "grey.png").write_bytes(other)
+    embedded = DATA_URI.search(embedded_figure(saved, "alt", "caption")).group(1)
+    assert base64.b64decode(embedded) == saved.data
+    (tmp_path / "grey.png").unlink()
+    assert base64.b64decode(DATA_URI.search(embedded_figure(saved, "a", "c")).group(1)) == saved.data
+    # A plain path (a PNG from elsewhere) is read from disk; a derived path carries no bytes.
+    from_disk = DATA_URI.search(embedded_figure(tmp_path / "other.png", "alt", "caption")).group(1)
+    assert base64.b64decode(from_disk) == other and (saved.parent / "other.png").data is None
+
+
 def test_report_folder_is_created_and_a_file_is_refused(tmp_path):
     assert report_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
     (tmp_path / "file").write_text("x")

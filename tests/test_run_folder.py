@@ -54,6 +54,9 @@ def test_prepare_run_folder_writes_config_and_guards_resume(tmp_path):
         prepare_run_folder(out, config=SdfCarConfig(iterations=20), resume=True, **kwargs)
     with pytest.raises(VesselfieldError, match="points_sha256"):
         prepare_run_folder(out, config=config, resume=True, **{**kwargs, "inputs": {"points_sha256": ["xyz"]}})
+    (out / "config.yaml").unlink()
+    with pytest.raises(VesselfieldError, match="no config.yaml, so it cannot be checked"):
+        prepare_run_folder(out, config=config, resume=True, **kwargs)
     with pytest.raises(VesselfieldError, match="nothing to resume"):
         prepare_run_folder(tmp_path / "empty", config=config, resume=True, **kwargs)
     (tmp_path / "file").write_text("")

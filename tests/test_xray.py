@@ -97,6 +97,11 @@ def test_config_round_trips_through_yaml():
     ({"iterations": 2.5}, "iterations must be an integer"),
     ({"representation": "sdf", "method": "neca"}, "method neca uses representation 'occupancy'"),
     ({"loss": "combined", "method": "sdf-occ"}, "method sdf-occ uses loss 'occupancy'"),
+    ({"method": "neca", "eikonal_weight": 0.01}, "method neca fits an occupancy, not a distance"),
+    ({"method": "sdf-occ", "lambda_geo": 1.0}, "method sdf-occ has no L_geo"),
+    ({"method": "neca", "preset": "gpu", "mlp_layers": 1}, "NeCA's skip MLP needs mlp_layers >= 2"),
+    ({"hash_base_resolution": 64, "hash_finest_resolution": 32}, "must be at least hash_base_resolution"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
     ({"init_occupancy": 1.0}, "init_occupancy"),
 ])
 def test_bad_configs_are_one_line_errors(kwargs, message):
@@ -114,14 +119,17 @@ def test_every_method_smoke_run_fits_its_views(case):
     for method in METHODS:
         r = reconstruct_xray(GEOMETRY, images, config=xray_config(method, iterations=150), progress=False)
         first, last = r.log[0]["loss_occ"], r.log[-1]["loss_occ"]
+        # Measured last/first = 3e-4 for every method (1 and 2 threads, config seeds 0 and 1: the
+        # grid field starts constant, so nothing is random); 0.2 only says "the fit converges".
         assert last < 0.2 * first, (method, first, last)
         assert r.occupancy.dtype == np.float32 and r.occupancy.shape == GRID.shape
         assert 0.0 <= r.occupancy.min() and r.occupancy.max() <= 1.0
         assert len(r.log) == 150 and r.iterations == 150 and r.stopped == "iterations"
         assert [im.shape for im in r.rendered] == [(48, 40), (48, 40)]
         dices[method] = dice(r.occupancy >= 0.5, vol >= 0.5)
-    # Measured on this case (150 iterations): SDF methods ~0.6, occupancy grids ~0.5; all well above
-    # the visual hull's Dice, which is what any method gets by filling the hull.
+    # Measured on this case (150 iterations, 1 and 2 threads, seeds 0 and 1: identical): 0.643
+    # (sdf-car), 0.655 (neca), 0.653 (occ-combined), 0.644 (sdf-occ); 0.4 is well above the visual
+    # hull's Dice, which is what any method gets by filling the hull, and far below the measurement.
     for method, d in dices.items():
         assert d > 0.4, dices
 
@@ -155,8 +163,8 @@ def test_the_method_optimises_the_tested_objective(case, monkeypatch):
     assert [row["loss"] for row in r.log] == [total for total, _, _ in calls]
     assert [kw["with_geo"] for _, _, kw in calls] == [i % 3 == 0 for i in range(12)]
     assert all(kw["eikonal"] is not None and kw["occ_pixels"] is not None for _, _, kw in calls)
-    # Between L_geo evaluations the log repeats the last value; the total then has no L_geo in it.
-    assert r.log[1]["loss_geo"] == r.log[0]["loss_geo"] and "loss_geo" not in calls[1][1]
+    # Steps that skip L_geo log none (an empty cell), and their total has no L_geo in it.
+    assert "loss_geo" in r.log[0] and "loss_geo" not in r.log[1] and "loss_geo" not in calls[1][1]
 
 
 def test_geometric_loss_gradient_reaches_the_field(case):
@@ -170,6 +178,8 @@ def test_geometric_loss_gradient_reaches_the_field(case):
     geo = [row["loss_geo"] for row in r1.log]
     assert geo[0] > 0
     assert np.abs(r1.occupancy - r0.occupancy).max() > 1e-3
+    # Measured: the last five steps' minimum is 0.28 x the first (1 and 2 threads alike); 0.9 says
+    # only that descending L_geo lowers it.
     assert min(geo[-5:]) < 0.9 * geo[0], geo
 
 
@@ -190,7 +200,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(case, tmp_path):
                          monitor=kill_at_25, monitor_every=1)
     resumed = reconstruct_xray(GEOMETRY, images, config=config, out_dir=tmp_path / "b", resume=True, progress=False)
     assert resumed.iterations == 40
-    np.testing.assert_allclose(resumed.occupancy, full.occupancy, atol=1e-5)
+    # Exact resume on the CPU: the same field, bit for bit, and the same logged losses.
+    np.testing.assert_array_equal(resumed.occupancy, full.occupancy)
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "time_s"} for row in rows]  # noqa: E731
+    assert strip(resumed.log) == strip(full.log)
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert len(log) == 41  # header + one row per iteration, none repeated
 
@@ -347,10 +360,29 @@ def test_cli_masks_and_resume(case, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0
     assert len((out / "log.csv").read_text().splitlines()) == 21
-    # Resuming with another method is refused.
+    # Resuming with another method is refused, and so is resuming from other views.
     bad = [a if a != "neca" else "sdf-car" for a in args]
     assert main(bad + ["--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err
+    save_mask_png(tmp_path / "other.png", np.roll(case[2][1], 3, axis=1))
+    other = [a if not a.endswith("view2.png") else str(tmp_path / "other.png") for a in args]
+    assert main(other + ["--resume"]) == 2
+    assert "views_sha256" in capsys.readouterr().err
+
+
+def test_a_job_that_owns_its_folder_may_start_afresh(case, tmp_path):
+    """The demo's reconstruction (replace=True) runs again into its folder; others must --resume."""
+    from vesselfield.pipelines.reconstruct_xray import reconstruct_xray_run
+
+    vol, images, masks = case
+    config = xray_config("neca", iterations=3)
+    first = reconstruct_xray_run(GEOMETRY, masks, tmp_path, kind="mask", config=config, report=False, progress=False)
+    with pytest.raises(VesselfieldError, match="pass --resume"):
+        reconstruct_xray_run(GEOMETRY, masks, tmp_path, kind="mask", config=config, report=False, progress=False)
+    again = reconstruct_xray_run(GEOMETRY, masks, tmp_path, kind="mask", config=config, replace=True, report=False,
+                                 progress=False)
+    np.testing.assert_array_equal(first.objects["result"].occupancy, again.objects["result"].occupancy)
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 4  # started afresh: 3 rows, not 6
 
 
 @pytest.mark.parametrize("views, message", [
@@ -395,7 +427,7 @@ def test_cli_benchmark_xray_on_a_folder(case, tmp_path, capsys):
     save_volume(cases / "0001_left.nii.gz", vol, GRID)
     out = tmp_path / "bench"
     code = main(["benchmark", "xray", "--cases", str(cases), "--methods", "sdf-car", "neca", "--out", str(out),
-                 "--geometry", str(geo), "--iterations", "40", "--set", "eikonal_weight=0.01", "lambda_geo=0.5",
+                 "--geometry", str(geo), "--iterations", "40", "--set", "init_occupancy=0.1", "hull_dilate_voxels=2",
                  "--device", "cpu", "--quiet"])
     assert code == 0, capsys.readouterr().err
     import csv
@@ -403,12 +435,12 @@ def test_cli_benchmark_xray_on_a_folder(case, tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["method"], r["status"]) for r in rows] == [("sdf-car", "ok"), ("neca", "ok")]
     # The benchmark's numbers are those of a direct reconstruction with the same config (--set included).
-    config = xray_config("sdf-car", iterations=40, eikonal_weight=0.01, lambda_geo=0.5)
+    config = xray_config("sdf-car", iterations=40, init_occupancy=0.1, hull_dilate_voxels=2)
     direct = reconstruct_xray(GEOMETRY, images, config=config, progress=False)
     assert float(rows[0]["dice"]) == pytest.approx(dice(direct.occupancy >= 0.5, vol >= 0.5), abs=1e-6)
     summary = (out / "summary.md").read_text()
     assert "sdf-car" in summary and "neca" in summary and "clDice" in summary
-    assert "--set eikonal_weight=0.01 lambda_geo=0.5" in summary  # the command line, as given
+    assert "--set init_occupancy=0.1 hull_dilate_voxels=2" in summary  # the command line, as given
 
 
 def test_cli_data_imagecas(tmp_path, capsys):

@@ -42,6 +42,7 @@ from vesselfield.errors import VesselfieldError
 __all__ = [
     "build_config",
     "check_numbers",
+    "config_values",
     "config_arguments",
     "config_to_dict",
     "describe_config",
@@ -132,6 +133,12 @@ def _convert(tp, value, name: str):
         return value
     if value is None:
         raise VesselfieldError(f"{name} cannot be empty (None); it takes {_type_text(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):  # a nested config read from config.yaml
+            return build_config(tp, value)
+        raise VesselfieldError(f"{name} is a group of settings: set its fields with --set {name}.FIELD=VALUE")
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
@@ -192,10 +199,15 @@ def parse_value(cls, name: str, value):
     (from YAML or Python) are checked; an ``int`` is accepted for a ``float`` field.
     """
     cls = _require_config_class(cls)
+    head, dot, rest = name.partition(".")
     types_ = _field_types(cls)
-    if name not in types_:
-        raise VesselfieldError(_unknown_field_message(cls, name))
-    return _convert(types_[name], value, name)
+    if head not in types_:
+        raise VesselfieldError(_unknown_field_message(cls, head))
+    if dot:
+        if not dataclasses.is_dataclass(types_[head]):
+            raise VesselfieldError(f"{head} is not a group of settings: use --set {head}=VALUE")
+        return parse_value(types_[head], rest, value)
+    return _convert(types_[head], value, name)
 
 
 def _unknown_field_message(cls, name: str) -> str:
@@ -223,6 +235,36 @@ def parse_assignments(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
+def config_values(cls, values: Mapping[str, Any] | None = None, assignments: Iterable[str] | None = None) -> dict:
+    """The checked field values that :func:`build_config` passes to ``cls``: the one place where a
+    command's flags and its ``--set`` items are merged.
+
+    ``--set group.FIELD=VALUE`` sets a field of a nested config (e.g. ``trainer.epochs=50``); the
+    group's other fields keep the values given in ``values`` or the nested class's defaults.
+    A field given both in ``values`` and by ``--set`` with different values is an error.
+    """
+    cls = _require_config_class(cls)
+    types_ = _field_types(cls)
+    given = {k: v for k, v in dict(values or {}).items() if v is not None}
+    checked = {k: parse_value(cls, k, v) for k, v in given.items()}
+    groups: dict[str, list[str]] = {}
+    for name, text in parse_assignments(assignments).items():
+        head, dot, rest = name.partition(".")
+        if dot:
+            parse_value(cls, name, text)  # checks the name and the value now
+            groups.setdefault(head, []).append(f"{rest}={text}")
+            continue
+        value = parse_value(cls, name, text)
+        if name in checked and checked[name] != value:
+            raise VesselfieldError(f"{name} is given twice: {checked[name]!r} and --set {name}={text}")
+        checked[name] = value
+    for head, items in groups.items():
+        base = checked.get(head)
+        start = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else {}
+        checked[head] = build_config(types_[head], start, items)
+    return checked
+
+
 def build_config(cls, values: Mapping[str, Any] | None = None, assignments: Iterable[str] | None = None):
     """A config of class ``cls`` from named values and ``--set`` items, every name and value checked.
 
@@ -230,32 +272,27 @@ def build_config(cls, values: Mapping[str, Any] | None = None, assignments: Iter
         cls: the config dataclass.
         values: field values (the command line's dedicated flags such as ``--iterations``, or a
             dict read from ``config.yaml``); ``None`` entries mean "not given" and are dropped.
-        assignments: ``FIELD=VALUE`` strings from ``--set``. A field given both here and in
-            ``values`` with different values is an error.
+        assignments: ``FIELD=VALUE`` strings from ``--set`` (``group.FIELD=VALUE`` for a field of
+            a nested config). A field given both here and in ``values`` with different values is
+            an error.
 
     Returns:
-        ``cls(**checked values)``; the class's ``__post_init__`` fills the remaining defaults and
-        rejects contradictory combinations.
+        ``cls(**checked values)`` (:func:`config_values`); the class's ``__post_init__`` fills the
+        remaining defaults and rejects contradictory combinations.
     """
-    cls = _require_config_class(cls)
-    given = {k: v for k, v in dict(values or {}).items() if v is not None}
-    checked = {k: parse_value(cls, k, v) for k, v in given.items()}
-    for name, text in parse_assignments(assignments).items():
-        value = parse_value(cls, name, text)
-        if name in checked and checked[name] != value:
-            raise VesselfieldError(f"{name} is given twice: {checked[name]!r} and --set {name}={text}")
-        checked[name] = value
-    return cls(**checked)
+    return _require_config_class(cls)(**config_values(cls, values, assignments))
 
 
 def config_to_dict(config) -> dict:
-    """``dataclasses.asdict`` of a config with tuples as lists: plain YAML/JSON types only."""
+    """``dataclasses.asdict`` of a config (nested configs as dicts) with tuples as lists: plain YAML/JSON."""
     def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
 
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    return plain(dataclasses.asdict(config))
 
 
 def format_value(value) -> str:
@@ -277,14 +314,20 @@ def config_arguments(config) -> list[str]:
     The class's ``key_fields`` come first, always; then every other field whose value differs
     from the config built from the key fields alone (so a preset's own values are not repeated).
     """
+    return _arguments(config, "")
+
+
+def _arguments(config, prefix: str) -> list[str]:
     cls = type(config)
     keys = tuple(getattr(cls, "key_fields", ()))
     base = cls(**{k: getattr(config, k) for k in keys})
     words: list[str] = []
     for f in dataclasses.fields(cls):
         value = getattr(config, f.name)
-        if f.name in keys or value != getattr(base, f.name):
-            words += ["--set", f"{f.name}={format_value(value)}"]
+        if dataclasses.is_dataclass(value):
+            words += _arguments(value, f"{prefix}{f.name}.")
+        elif f.name in keys or value != getattr(base, f.name):
+            words += ["--set", f"{prefix}{f.name}={format_value(value)}"]
     return words
 
 
@@ -298,15 +341,29 @@ def describe_config(config_or_cls, **key_values) -> str:
         config = build_config(config_or_cls, key_values)
     else:
         config = config_or_cls
+    return "\n".join(_describe(config, ""))
+
+
+def _describe(config, prefix: str) -> list[str]:
     cls = type(config)
     docs = field_docs(cls)
     types_ = _field_types(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        lines.append(f"{f.name} = {format_value(getattr(config, f.name))}    ({_type_text(types_[f.name])})")
+        value = getattr(config, f.name)
         doc = docs.get(f.name, "")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{prefix}{f.name}: {doc} (set with --set {prefix}{f.name}.FIELD=VALUE)")
+            lines += _describe(value, f"{prefix}{f.name}.")
+            continue
+        lines.append(f"{prefix}{f.name} = {format_value(value)}    ({_type_text(types_[f.name])})")
         lines += ["    " + line for line in textwrap.wrap(doc, 92)] if doc else []
-    return "\n".join(lines)
+    return lines
+
+
+def _is_int_type(tp) -> bool:
+    args = _union_args(tp)
+    return tp is int or (args is not None and int in args and float not in args)
 
 
 def free_on_resume(config) -> frozenset:
@@ -329,19 +386,23 @@ def check_numbers(config, *, positive: Sequence[str] = (), non_negative: Sequenc
     flag of a field in its message (``{"time_limit_s": "--time-limit"}``).
     """
     flags = dict(flags or {})
+    types_ = _field_types(type(config))
 
     def fail(name, value, what):
         label = f"{name} ({flags[name]})" if name in flags else name
         raise VesselfieldError(f"{label} must be {what}, got {value!r}")
 
-    for names, what, ok in ((positive, "a positive number", lambda v: math.isfinite(v) and v > 0),
-                            (non_negative, "a non-negative number", lambda v: math.isfinite(v) and v >= 0)):
+    for names, what, ok in ((positive, "positive", lambda v: math.isfinite(v) and v > 0),
+                            (non_negative, "non-negative", lambda v: math.isfinite(v) and v >= 0)):
         for name in names:
             value = getattr(config, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(float(value)):
-                fail(name, value, what)
+            integer = _is_int_type(types_.get(name))
+            kind = f"a {what} integer" if integer else f"a {what} number"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+                    or not ok(float(value)):
+                fail(name, value, kind)
     for name in at_least_one:
         value = getattr(config, name)
         if value is None:

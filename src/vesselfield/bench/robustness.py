@@ -50,6 +50,7 @@ import numpy as np
 from vesselfield.bench import harness
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
+from vesselfield.training.checkpoint import derived_seed  # 31-bit; the sample seeds of results.csv
 
 #: The paper's point counts (Alblas et al. 2022, Fig. 3).
 PAPER_COUNTS = (100, 200, 400, 600, 800, 1000)
@@ -233,11 +234,6 @@ def crop_to_reference(shape: StudyShape, margin_mm: float = CROP_MARGIN_MM) -> S
 
 
 # ============================================================================== one fit
-def derived_seed(*parts: int) -> int:
-    """A 31-bit seed from integers (``numpy.random.SeedSequence``): independent streams per tuple."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid: VolumeGrid | None = None) -> dict:
     """``{"dice", "asd_mm"}`` of a fitted model against a shape (see the module docstring).
 

@@ -65,6 +65,11 @@ def set_option(config_name: str):
                                             f"lambda_geo=0.5 (`vesselfield config show {config_name}` lists them).")
 
 
+def given(**values) -> dict:
+    """The keyword arguments that were given (not None): the pipeline's own defaults hold for the rest."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def build(cls, flags: dict, assignments) -> object:
     """A config of class ``cls`` from a command's flags (None = not given) and its ``--set`` items."""
     from vesselfield.config import build_config

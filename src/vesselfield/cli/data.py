@@ -9,6 +9,7 @@ import typer
 
 from vesselfield.cli.app import (
     DeviceOpt,
+    given,
     GeometryOpt,
     OriginOpt,
     SpacingOpt,
@@ -22,11 +23,6 @@ from vesselfield.cli.app import (
 
 CtOpt = typer.Option(False, "--ct", help="Also write a CT-like image ct.nii.gz.")
 SparseOpt = typer.Option(0, "--sparse", help="Also write ct_sparse.nii.gz keeping every K-th axial slice.")
-
-
-def _given(**values) -> dict:
-    """The keyword arguments that were given (not None): the pipeline's defaults hold for the rest."""
-    return {k: v for k, v in values.items() if v is not None}
 
 
 # ------------------------------------------------------------------------------------ phantom
@@ -114,7 +110,7 @@ def evaluate(
     from vesselfield.pipelines.evaluate import evaluate_files
 
     echo_summary(evaluate_files(pred, gt, json_path=json_out, geometry_path=geometry, spacing_mm=spacing,
-                                origin_mm=origin, **_given(threshold=threshold)))
+                                origin_mm=origin, **given(threshold=threshold)))
 
 
 # --------------------------------------------------------------------------------------- mesh
@@ -199,7 +195,7 @@ def data_imagecas_cmd(
     from vesselfield.datasets.imagecas import prepare_imagecas, summarize_cases
 
     rows = prepare_imagecas(src, dst, overwrite=overwrite, progress=not quiet,
-                            **_given(shape=tuple(shape) if shape else None, spacing_mm=voxel_mm, center=center,
+                            **given(shape=tuple(shape) if shape else None, spacing_mm=voxel_mm, center=center,
                                      min_component_voxels=min_component_voxels))
     typer.echo(summarize_cases(rows))
     typer.echo(f"wrote {dst / 'cases.csv'}")

@@ -9,6 +9,7 @@ import typer
 
 from vesselfield.cli.app import (
     DeviceOpt,
+    given,
     IterationsOpt,
     QuietOpt,
     ResumeOpt,
@@ -24,14 +25,15 @@ from vesselfield.cli.app import (
 
 FitOutOpt = typer.Option(..., "--out", help="Output folder: model.pt, sdf.nii.gz, mesh.stl, config.yaml, log.csv, "
                                             "summary.json, report.html.")
-FrameOpt = typer.Option("LPS", "--frame", help="Frame of the input coordinates: LPS or RAS (vmtk/Slicer surfaces "
-                                               "are often RAS).")
-ScaleOpt = typer.Option(1.0, "--scale-to-mm", help="Millimetres per file unit (10 for cm, e.g. SimVascular models).")
-PresetOpt = typer.Option(None, "--preset", help="fast (default: small Softplus MLP) or paper (6 x 256 ReLU MLP, "
-                                                "25,000 iterations).")
+FrameOpt = typer.Option(None, "--frame", help="Frame of the input coordinates: LPS (the world frame) or RAS "
+                                             "(vmtk/Slicer surfaces are often RAS).")
+ScaleOpt = typer.Option(None, "--scale-to-mm", help="Millimetres per file unit (10 for cm, e.g. SimVascular models; "
+                                                    "default: the file is in mm).")
+PresetOpt = typer.Option(None, "--preset", help="fast (small Softplus MLP) or paper (6 x 256 ReLU MLP, 25,000 "
+                                                "iterations); default: the config's.")
 FitSpacingOpt = typer.Option(None, "--spacing", help="Voxel size in mm of the SDF volume and mesh (default: the "
                                                      "shape's largest extent / 128).")
-SeedOpt = typer.Option(0, "--seed", help="Seed of the surface sampling.")
+SeedOpt = typer.Option(None, "--seed", help="Seed of the surface sampling (default: the pipeline's).")
 MeshNormalsOpt = typer.Option(True, "--normals/--no-normals", help="Use the surfaces' outward normals in the fit "
                                                                    "(IGR normal term).")
 SetOpt = set_option("implicit-vessel")
@@ -65,8 +67,8 @@ def fit_points_cmd(
     from vesselfield.pipelines.fit import fit_points_files
 
     echo_summary(fit_points_files(points, out, config=_fit_config(preset, iterations, time_limit, set_),
-                                  use_normals=normals, frame=frame, scale_to_mm=scale_to_mm, spacing_mm=spacing,
-                                  device=device, resume=resume, progress=not quiet))
+                                  use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
+                                  progress=not quiet, **given(frame=frame, scale_to_mm=scale_to_mm)))
 
 
 @fit_app.command("mesh")
@@ -90,10 +92,9 @@ def fit_mesh_cmd(
     """Implicit SDF of N points sampled on a surface mesh (also written to points.ply)."""
     from vesselfield.pipelines.fit import fit_mesh_files
 
-    echo_summary(fit_mesh_files(mesh, out, n_points=n_points, seed=seed,
-                                config=_fit_config(preset, iterations, time_limit, set_), use_normals=normals,
-                                frame=frame, scale_to_mm=scale_to_mm, spacing_mm=spacing, device=device,
-                                resume=resume, progress=not quiet))
+    echo_summary(fit_mesh_files(mesh, out, n_points=n_points, config=_fit_config(preset, iterations, time_limit, set_),
+                                use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
+                                progress=not quiet, **given(seed=seed, frame=frame, scale_to_mm=scale_to_mm)))
 
 
 @fit_app.command("nested")
@@ -126,10 +127,10 @@ def fit_nested_cmd(
     from vesselfield.pipelines.fit import fit_nested_files
 
     config = _fit_config(preset, iterations, time_limit, set_, nesting_weight=nesting_weight)
-    echo_summary(fit_nested_files(surfaces, out, names=names or None, separate=separate, seed=seed, config=config,
-                                  use_normals=normals, frame=frame, scale_to_mm=scale_to_mm, spacing_mm=spacing,
-                                  device=device, resume=resume, progress=not quiet,
-                                  **({} if n_points is None else {"n_points": n_points})))
+    echo_summary(fit_nested_files(surfaces, out, names=names or None, separate=separate, config=config,
+                                  use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
+                                  progress=not quiet, **given(n_points=n_points, seed=seed, frame=frame,
+                                                               scale_to_mm=scale_to_mm)))
 
 
 # -------------------------------------------------------------------------------------- blend
@@ -169,38 +170,36 @@ def study_robustness_cmd(
                                                                         "preset's)."),
     set_: Optional[List[str]] = SetOpt,
     workers: int = typer.Option(1, "--workers", help="Fits in parallel, one process and one torch thread each."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the study's, the CPU: "
+                                                                "fits are small)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed of the point sampling and initialisation "
-                                                            "(default 0)."),
+                                                            "(default: the study's)."),
     n_held_out: Optional[int] = typer.Option(None, "--n-held-out", help="Held-out surface points per fit for the "
                                                                         "ASD (default: the study's)."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Voxel size in mm of the reference volumes of "
                                                                     "simvascular, aaa:* and mesh files (default: the "
                                                                     "study's)."),
-    frame: str = typer.Option("LPS", "--frame", help="Frame of the mesh files: LPS or RAS."),
-    scale_to_mm: float = typer.Option(1.0, "--scale-to-mm", help="Millimetres per unit of the mesh files (10 for cm)."),
+    frame: Optional[str] = typer.Option(None, "--frame", help="Frame of the mesh files: LPS (the world frame) or RAS."),
+    scale_to_mm: Optional[float] = typer.Option(None, "--scale-to-mm", help="Millimetres per unit of the mesh files "
+                                                                            "(10 for cm; default: mm)."),
     normals: bool = typer.Option(False, "--normals", help="Also fit the mesh's outward normals at the points (IGR "
                                                           "normal term; the paper fits bare points)."),
     quiet: bool = typer.Option(False, "--quiet", help="No line per fit."),
 ):
     """Robustness to sparsity (the paper's Fig. 3): DSC and ASD against the number of surface points."""
     from vesselfield.bench.robustness import check_shape_specs, check_study_args, resolve_shapes, run_robustness_study
-    from vesselfield.config import parse_assignments, parse_value
+    from vesselfield.config import config_values
     from vesselfield.methods.implicit_vessel import ImplicitVesselConfig
 
-    study = {k: v for k, v in (("counts", counts), ("repeats", repeats), ("n_held_out", n_held_out),
-                               ("seed", seed)) if v is not None}
     # Check everything cheap before loading shapes or fitting.
-    overrides = {k: parse_value(ImplicitVesselConfig, k, v) for k, v in parse_assignments(set_).items()}
-    if iterations is not None:
-        overrides["iterations"] = iterations
+    overrides = config_values(ImplicitVesselConfig, {"iterations": iterations}, set_)
     build(ImplicitVesselConfig, {"preset": preset, **overrides}, None)
     check_study_args(counts, repeats, n_held_out, workers)
     check_shape_specs(shapes)
-    resolved = resolve_shapes(shapes, frame=frame, scale_to_mm=scale_to_mm,
-                              **({} if spacing is None else {"spacing_mm": spacing}))
-    run_robustness_study(resolved, out_dir=out, workers=workers, device=device, normals=normals,
-                         progress=not quiet, command=command_line(), config_overrides=overrides,
-                         **({} if preset is None else {"preset": preset}), **study)
+    resolved = resolve_shapes(shapes, **given(spacing_mm=spacing, frame=frame, scale_to_mm=scale_to_mm))
+    run_robustness_study(resolved, out_dir=out, workers=workers, normals=normals, progress=not quiet,
+                         command=command_line(), config_overrides=overrides,
+                         **given(preset=preset, counts=counts, repeats=repeats, n_held_out=n_held_out, seed=seed,
+                                  device=device))
     for name in ("results.csv", "summary.md", "boxplot_dice.png", "boxplot_asd.png"):
         typer.echo(f"wrote {out / name}")

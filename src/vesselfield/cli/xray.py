@@ -23,9 +23,10 @@ from vesselfield.cli.app import (
 )
 from vesselfield.errors import VesselfieldError
 
-MethodOpt = typer.Option(None, "--method", help="sdf-car (default), neca, occ-combined or sdf-occ.")
-PresetOpt = typer.Option(None, "--preset", help="cpu (default: explicit grid, minutes on a laptop) or gpu (hash "
-                                                "grid + MLP, the paper's).")
+MethodOpt = typer.Option(None, "--method", help="sdf-car, neca, occ-combined or sdf-occ (default: the config's, "
+                                                "`vesselfield config show sdf-car`).")
+PresetOpt = typer.Option(None, "--preset", help="cpu (explicit grid, minutes on a laptop) or gpu (hash grid + MLP, "
+                                                "the paper's); default: the config's.")
 
 
 def _xray_config(method, preset, iterations, time_limit, assignments):
@@ -112,18 +113,17 @@ def benchmark_xray_cmd(
 ):
     """Simulate the views of every case, reconstruct with each method, evaluate, tabulate."""
     from vesselfield.bench.xray import run_xray_benchmark
-    from vesselfield.config import parse_assignments, parse_value
+    from vesselfield.config import config_values
     from vesselfield.methods.sdf_car import METHODS, SdfCarConfig
 
-    overrides = {k: parse_value(SdfCarConfig, k, v) for k, v in parse_assignments(set_).items()}
+    overrides = config_values(SdfCarConfig, {"iterations": iterations, "time_limit_s": time_limit, "seed": seed}, set_)
     for name in ("method", "preset"):
         if name in overrides:
             raise VesselfieldError(f"--set {name}=... is not for a benchmark: use --{name}s / --preset")
     rows = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out,
-                              masks_only=masks_only, workers=workers, ray_address=ray_address, iterations=iterations,
-                              time_limit_s=time_limit, device=device, geometry=geometry, progress=not quiet,
-                              command=command_line(), overrides=overrides,
-                              **{k: v for k, v in (("preset", preset), ("seed", seed)) if v is not None})
+                              preset=preset, masks_only=masks_only, workers=workers, ray_address=ray_address,
+                              device=device, geometry=geometry, progress=not quiet, command=command_line(),
+                              overrides=overrides)
     failed = [r for r in rows if r.get("status") != "ok"]
     typer.echo((out / "summary.md").read_text())
     for r in failed:

@@ -5,6 +5,8 @@
 - VTK XML PolyData: :func:`read_vtp` / :func:`write_vtp`, centrelines :func:`load_centerline_vtp`
 - trees: :func:`load_swc` / :func:`save_swc`
 - point clouds: :func:`load_points` / :func:`save_points`
+- torch files (checkpoints, ``model.pt``): :func:`save_tensors` / :func:`load_tensors`, tensors and
+  plain values only, read with ``weights_only=True``
 - the bundled sample data: :func:`sample_path`
 
 Importing this package is light: nibabel, SimpleITK and trimesh load inside the functions
@@ -19,6 +21,7 @@ from vesselfield.errors import VesselfieldError
 from vesselfield.io.meshes import load_mesh, save_mesh
 from vesselfield.io.points import load_points, save_points, to_lps_mm
 from vesselfield.io.swc import load_swc, save_swc
+from vesselfield.io.torch_files import load_tensors, save_tensors
 from vesselfield.io.volumes import load_volume, save_volume
 from vesselfield.io.vtp import PolyData, load_centerline_vtp, read_vtp, write_vtp
 
@@ -49,12 +52,14 @@ __all__ = [
     "load_mesh",
     "load_points",
     "load_swc",
+    "load_tensors",
     "load_volume",
     "read_vtp",
     "sample_path",
     "save_mesh",
     "save_points",
     "save_swc",
+    "save_tensors",
     "save_volume",
     "to_lps_mm",
     "write_vtp",

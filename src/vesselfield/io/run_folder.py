@@ -43,6 +43,7 @@ __all__ = [
     "LOG_NAME",
     "SUMMARY_NAME",
     "RunSummary",
+    "array_digest",
     "check_out_dir",
     "prepare_run_folder",
     "read_config_yaml",
@@ -136,6 +137,18 @@ def reproducing_command(words: Sequence[str], config=None) -> str:
     return shlex.join(out)
 
 
+def array_digest(*arrays) -> str:
+    """A short hex digest of arrays' values (little-endian float64 bytes; None entries skipped):
+    what ``config.yaml`` records of in-memory inputs, so that ``--resume`` can refuse other inputs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+    return h.hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------------ folders
 def check_out_dir(out_dir) -> Path:
     """``Path(out_dir)``; an existing file there is an error."""
@@ -156,6 +169,7 @@ def prepare_run_folder(
     identity_inputs: Iterable[str] = (),
     checkpoint_dirs: Iterable | None = None,
     checkpoint_name: str = CHECKPOINT_NAME,
+    replace: bool = False,
 ) -> Path:
     """Check an output folder against ``--resume``, then create it and write ``config.yaml``.
 
@@ -174,6 +188,8 @@ def prepare_run_folder(
         checkpoint_dirs: folders whose checkpoint marks an earlier run (default: ``out_dir``).
         checkpoint_name: the checkpoint file that marks a run (``checkpoint.pt`` of
             :func:`~vesselfield.training.run_loop`; ``last.pt`` of the dataset trainer).
+        replace: start afresh over an earlier run instead of refusing (a job that owns its
+            folder, such as the demo's reconstruction); ignored with ``resume``.
 
     Raises:
         VesselfieldError: ``out_dir`` is a file; an earlier run is there and ``resume`` is off;
@@ -185,27 +201,29 @@ def prepare_run_folder(
     out = check_out_dir(out_dir)
     dirs = [Path(d) for d in (checkpoint_dirs if checkpoint_dirs is not None else [out])]
     found = [d / checkpoint_name for d in dirs if (d / checkpoint_name).exists()]
-    if not resume and found:
+    if not resume and found and not replace:
         raise VesselfieldError(f"{out} holds an earlier run ({found[0]}): pass --resume to continue it or "
                                "choose another --out")
     if resume:
         if not found:
             raise VesselfieldError(f"--resume: no checkpoint in {out} (nothing to resume)")
         path = out / CONFIG_NAME
-        if path.exists():
-            stored = read_config_yaml(path)
-            if isinstance(config, Mapping):
-                changed = [f"{k} {stored['config'][k]!r} -> {v!r}" for k, v in to_plain(dict(config)).items()
-                           if k in stored["config"] and stored["config"][k] != v]
-            else:
-                changed = changed_fields(stored["config"], config, ignore=free_on_resume(config))
-            old_inputs = stored.get("inputs") or {}
-            now_inputs = to_plain(dict(inputs))
-            changed += [f"{k} {old_inputs[k]!r} -> {now_inputs[k]!r}" for k in identity_inputs
-                        if k in old_inputs and k in now_inputs and old_inputs[k] != now_inputs[k]]
-            if changed:
-                raise VesselfieldError("--resume with a different configuration than the interrupted run ("
-                                       + ", ".join(changed[:3]) + ")")
+        if not path.exists():
+            raise VesselfieldError(f"--resume: {out} has a checkpoint but no {CONFIG_NAME}, so it cannot be checked "
+                                   "to be the same run; start a new run in another --out")
+        stored = read_config_yaml(path)
+        if isinstance(config, Mapping):
+            changed = [f"{k} {stored['config'][k]!r} -> {v!r}" for k, v in to_plain(dict(config)).items()
+                       if k in stored["config"] and stored["config"][k] != v]
+        else:
+            changed = changed_fields(stored["config"], config, ignore=free_on_resume(config))
+        old_inputs = stored.get("inputs") or {}
+        now_inputs = to_plain(dict(inputs))
+        changed += [f"{k} {old_inputs[k]!r} -> {now_inputs[k]!r}" for k in identity_inputs
+                    if k in old_inputs and k in now_inputs and old_inputs[k] != now_inputs[k]]
+        if changed:
+            raise VesselfieldError("--resume with a different configuration than the interrupted run ("
+                                   + ", ".join(changed[:3]) + ")")
     out.mkdir(parents=True, exist_ok=True)
     write_config_yaml(out / CONFIG_NAME, verb=verb, config=config, inputs=inputs, command=command)
     return out

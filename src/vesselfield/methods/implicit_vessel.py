@@ -39,6 +39,7 @@ import numpy as np
 from vesselfield.config import build_config, check_numbers
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid, grid_over_box
+from vesselfield.io.torch_files import load_tensors, save_tensors
 
 __all__ = [
     "PRESETS",
@@ -166,8 +167,9 @@ class ImplicitVesselConfig:
 InrConfig = ImplicitVesselConfig
 
 
-def inr_config(preset: str = "fast", **overrides) -> ImplicitVesselConfig:
-    """An :class:`ImplicitVesselConfig` for ``preset`` (``fast`` or ``paper``) with keyword ``overrides``."""
+def inr_config(preset: str | None = None, **overrides) -> ImplicitVesselConfig:
+    """An :class:`ImplicitVesselConfig` for ``preset`` (``fast`` or ``paper``; None: the class's
+    default) with keyword ``overrides`` (None values: not given)."""
     return build_config(ImplicitVesselConfig, {"preset": preset, **overrides})
 
 
@@ -178,7 +180,7 @@ def config_from_dict(values: dict) -> ImplicitVesselConfig:
 
 def _check_config(c: ImplicitVesselConfig) -> None:
     check_numbers(c, positive=("learning_rate", "init_radius"),
-                  non_negative=("iterations", "n_domain_samples", "checkpoint_every", "eikonal_weight",
+                  non_negative=("iterations", "seed", "n_domain_samples", "checkpoint_every", "eikonal_weight",
                                 "normal_weight", "nesting_weight", "time_limit_s"),
                   at_least_one=("hidden_dim", "n_layers", "batch_size", "near_neighbours"),
                   flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
@@ -345,30 +347,21 @@ class ImplicitVesselModel:
         }
 
     def save(self, path) -> None:
-        """Write ``model.pt`` atomically (plain tensors, lists and numbers only)."""
-        import torch
-
-        from vesselfield.io.atomic import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.to_dict(), tmp)
+        """Write ``model.pt`` atomically (plain tensors, lists and numbers only;
+        :func:`vesselfield.io.torch_files.save_tensors`)."""
+        save_tensors(path, self.to_dict(), what="model file")
 
     @classmethod
     def load(cls, path, device: str = "cpu") -> "ImplicitVesselModel":
-        """Read a model written by :meth:`save` (a one-line error for anything else)."""
-        import torch
-
+        """Read a model written by :meth:`save` (``path`` or its folder's ``model.pt``), with
+        ``weights_only=True`` (:func:`vesselfield.io.torch_files.load_tensors`); a one-line error
+        for anything else."""
         from vesselfield.device import resolve_device
 
         path = Path(path)
         if path.is_dir():
             path = path / "model.pt"
-        if not path.is_file():
-            raise VesselfieldError(f"no model file at {path}")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise VesselfieldError(f"{path} is not a vesselfield model file ({type(exc).__name__})") from None
+        d = load_tensors(path, what="model file")
         if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
             raise VesselfieldError(f"{path} is not a vesselfield implicit vessel model (format {MODEL_FORMAT!r})")
         if int(d.get("version", -1)) != MODEL_VERSION:

@@ -115,13 +115,17 @@ class SdfCarConfig:
     units is alpha times larger), 1e-4 for the hash-mlp (the paper's)."""
     sdf_sharpness_alpha: float = 50.0
     """alpha of o = sigmoid(-alpha s), s in normalised units (half the volume's largest extent = 1), as the paper."""
-    lambda_geo: float = 1.0
-    """Weight of L_geo (paper: 1.0)."""
-    lambda_occ: float = 0.25
-    """Weight of L_occ (paper: 0.25)."""
-    eikonal_weight: float = 2e-3
-    """Weight of the eikonal prior on the band relative to L_occ (SDF representations only; 0 turns it
-    off): the loss is lambda_geo L_geo + lambda_occ (L_occ + eikonal_weight E)."""
+    lambda_geo: float | None = None
+    """Weight of L_geo. None: the method's (1.0, the paper's, with the combined loss; 0 with the
+    occupancy loss, which has no L_geo: a non-zero value there is an error)."""
+    lambda_occ: float | None = None
+    """Weight of L_occ. None: the method's (0.25, the paper's, with the combined loss; 1.0 with the
+    occupancy loss alone, as NeCA trains)."""
+    eikonal_weight: float | None = None
+    """Weight of the eikonal prior on the band relative to L_occ: the loss is
+    lambda_geo L_geo + lambda_occ (L_occ + eikonal_weight E); 0 turns it off. None: the
+    representation's (2e-3 for an SDF; 0 for occupancy, which is no distance: a non-zero value
+    there is an error)."""
     geo_downsample: int = 4
     """L_geo is computed on views max-pooled by this factor (a 512 x 512 view becomes 128 x 128)."""
     geo_every: int = 1
@@ -166,12 +170,18 @@ class SdfCarConfig:
         if self.field not in ("grid", "hash-mlp"):
             raise VesselfieldError(f"unknown field {self.field!r}: use grid or hash-mlp")
         check_numbers(self, positive=("learning_rate", "sdf_sharpness_alpha", "silhouette_k_per_mm"),
-                      non_negative=("iterations", "lambda_geo", "lambda_occ", "eikonal_weight", "hull_dilate_voxels",
+                      non_negative=("iterations", "seed", "lambda_geo", "lambda_occ", "eikonal_weight", "hull_dilate_voxels",
                                     "band_voxels", "checkpoint_every", "time_limit_s"),
                       at_least_one=("geo_downsample", "geo_every", "mlp_hidden", "mlp_layers"),
                       flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
         if not 0 < self.init_occupancy < 1:
             raise VesselfieldError(f"init_occupancy must lie in (0, 1), got {self.init_occupancy}")
+        if self.hash_finest_resolution < self.hash_base_resolution:
+            raise VesselfieldError(f"hash_finest_resolution ({self.hash_finest_resolution}) must be at least "
+                                   f"hash_base_resolution ({self.hash_base_resolution})")
+        if self.method == "neca" and self.field == "hash-mlp" and self.mlp_layers < 2:
+            raise VesselfieldError(f"NeCA's skip MLP needs mlp_layers >= 2 (the input re-enters a later layer), "
+                                   f"got {self.mlp_layers}")
 
     def _fill_implied(self) -> None:
         """The values that ``method`` and ``preset`` imply, in one place; a contradiction is an error."""
@@ -194,6 +204,18 @@ class SdfCarConfig:
                 self.learning_rate = 1e-2 if self.representation == "sdf" else 0.5
         if self.mlp_hidden is None:
             self.mlp_hidden = 256 if self.method == "neca" else 64
+        combined, sdf = self.loss == "combined", self.representation == "sdf"
+        implied = {"lambda_geo": 1.0 if combined else 0.0, "lambda_occ": 0.25 if combined else 1.0,
+                   "eikonal_weight": 2e-3 if sdf else 0.0}
+        for name, value in implied.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if not combined and self.lambda_geo != 0:
+            raise VesselfieldError(f"method {self.method} has no L_geo (its loss is L_occ alone): lambda_geo must be "
+                                   f"0, got {self.lambda_geo}; use sdf-car or occ-combined for L_geo")
+        if not sdf and self.eikonal_weight != 0:
+            raise VesselfieldError(f"method {self.method} fits an occupancy, not a distance: eikonal_weight must be "
+                                   f"0, got {self.eikonal_weight}; use sdf-car or sdf-occ for the eikonal prior")
 
     @classmethod
     def cpu(cls, method: str = "sdf-car", **overrides) -> "SdfCarConfig":
@@ -210,8 +232,9 @@ class SdfCarConfig:
 XrayConfig = SdfCarConfig
 
 
-def xray_config(method: str = "sdf-car", preset: str = "cpu", **overrides) -> SdfCarConfig:
-    """The configuration of ``method`` under ``preset`` with ``overrides`` (field names; None = not given).
+def xray_config(method: str | None = None, preset: str | None = None, **overrides) -> SdfCarConfig:
+    """The configuration of ``method`` under ``preset`` with ``overrides`` (field names; None = not
+    given: the class's default).
 
     Raises :class:`VesselfieldError` for an unknown method, preset, field name or a bad value.
     """
@@ -359,7 +382,7 @@ def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarCo
         pixels.append(as_t(rc[:, 0] * view.detector_shape[1] + rc[:, 1]))
         targets.append(torch.as_tensor(np.asarray(views[i], dtype=np.float32), device=device))
         geo_targets.append(None)
-    if config.loss == "combined":
+    if config.lambda_geo > 0:
         from vesselfield.losses.projection import downsample_mask
         from vesselfield.render.soft_distance import signed_distance_2d
 
@@ -478,13 +501,10 @@ def reconstruct_xray(
     field_module = _make_field(config, problem, dev)
     optimizer = torch.optim.Adam(field_module.parameters(), lr=float(config.learning_rate))
     unit_mm = _normalised_unit_mm(grid)
-    use_eikonal = config.representation == "sdf" and config.eikonal_weight > 0
-    use_geo = config.loss == "combined" and config.lambda_geo > 0
-    # An occupancy-only loss is L_occ alone (weight 1), as NeCA trains.
-    lambda_occ = float(config.lambda_occ) if config.loss == "combined" else 1.0
+    use_eikonal = config.eikonal_weight > 0  # 0 for occupancy fields (SdfCarConfig)
+    use_geo = config.lambda_geo > 0  # 0 for the occupancy loss (SdfCarConfig)
     shapes = [tuple(view.detector_shape) for view in geometry.views]
     spacings = [tuple(float(s) for s in view.pixel_spacing_mm) for view in geometry.views]
-    last_geo = [0.0]
 
     def step(i: int) -> dict:
         out = field_module()
@@ -493,15 +513,12 @@ def reconstruct_xray(
         compute_geo = use_geo and i % int(config.geo_every) == 0
         total, terms = sdf_car_loss(
             rendered, problem.targets, spacings, target_kind=kind,
-            lambda_geo=config.lambda_geo if use_geo else 0.0, lambda_occ=lambda_occ,
+            lambda_geo=float(config.lambda_geo), lambda_occ=float(config.lambda_occ),
             k_per_mm=config.silhouette_k_per_mm, target_distance_mm=problem.geo_targets if use_geo else None,
             geo_downsample=int(config.geo_downsample), with_geo=compute_geo, occ_pixels=problem.pixels,
             eikonal=_eikonal(out["sdf"], problem, unit_mm) if use_eikonal else None,
             eikonal_weight=float(config.eikonal_weight))
-        if compute_geo:
-            last_geo[0] = terms["loss_geo"]
-        elif use_geo:  # between L_geo evaluations the log repeats the last value
-            terms["loss_geo"] = last_geo[0]
+        # Steps that skip L_geo (geo_every > 1) log no loss_geo: an empty cell, the same in a resumed run.
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -102,8 +102,8 @@ def blend_files(model_dirs: Sequence, out_dir, *, config=None, device: str = "au
     summary.lines = [f"blended {len(models)} model(s): {format_mesh_summary(info)}"]
     if warning is None:
         summary.lines.append("the mesh is watertight and in one piece: ready for CFD meshing")
-    words = ["blend", "--models", *dirs, "--k", f"{config.k_mm:g}", "--spacing", f"{config.spacing_mm:g}",
-             "--out", out, "--device", device]
+    # --k, --spacing and --surface are config fields: the command gives them as --set words.
+    words = ["blend", "--models", *dirs, "--out", out, "--device", device]
     out.mkdir(parents=True, exist_ok=True)
     save_volume(out / "sdf.nii.gz", sdf, grid)
     save_mesh(out / "mesh.stl", mesh)

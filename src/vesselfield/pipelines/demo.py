@@ -88,8 +88,10 @@ def run_demo(out_dir, *, seed: int = 0, config=None, masks_only: bool = False, d
               "gt": str(files["phantom_occupancy"].resolve()), "device": device}
     command = xray_command(files["geometry"], view_files, kind, rec, config, device=device,
                            gt_path=files["phantom_occupancy"])
+    # The demo owns its folder: a second demo into the same --out starts afresh.
     summary = reconstruct_xray_run(geometry, masks if masks_only else images, rec, kind=kind, config=config,
-                                   device=device, gt=truth, inputs=inputs, command=command, progress=progress)
+                                   device=device, gt=truth, inputs=inputs, command=command, replace=True,
+                                   progress=progress)
     print("[4/4] metrics, mesh, figures and report written", flush=True)
     files["metrics"] = write_json(out / "metrics.json", summary.metrics)
     summary.files = {**files, **{f"reconstruction_{k}": v for k, v in summary.files.items()}}

@@ -21,7 +21,6 @@ order inner-inside-outer is broken).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -35,6 +34,7 @@ from vesselfield.io.run_folder import (
     CONFIG_NAME,
     LOG_NAME,
     RunSummary,
+    array_digest,
     check_out_dir,
     prepare_run_folder,
     reproducing_command,
@@ -84,13 +84,6 @@ def _points_bounds(point_sets) -> np.ndarray:
     return np.stack([allp.min(axis=0), allp.max(axis=0)])
 
 
-def _digest(points: np.ndarray, normals: np.ndarray | None) -> str:
-    h = hashlib.sha256(np.ascontiguousarray(points, dtype="<f8").tobytes())
-    if normals is not None:
-        h.update(np.ascontiguousarray(normals, dtype="<f8").tobytes())
-    return h.hexdigest()[:16]
-
-
 def _check_names(names, k: int) -> list[str]:
     names = [str(n) for n in names]
     if len(names) != k:
@@ -112,6 +105,12 @@ def _default_names(paths) -> list[str]:
     return stems if ok else [f"surface{i}" for i in range(len(paths))]
 
 
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) < 2 ** 32:
+        raise VesselfieldError(f"--seed must be an integer in [0, 2^32), got {seed}")
+    return int(seed)
+
+
 def _validate_device(device: str) -> None:
     from vesselfield.device import resolve_device
 
@@ -119,8 +118,11 @@ def _validate_device(device: str) -> None:
 
 
 def _common_words(*, frame: str, scale_to_mm: float, spacing_mm, device: str) -> list[str]:
-    words = ["--frame", frame.upper(), "--scale-to-mm", f"{float(scale_to_mm):g}", "--device", device]
-    return words + (["--spacing", f"{spacing_mm:g}"] if spacing_mm is not None else [])
+    from vesselfield.config import format_value
+
+    # Numbers as --set writes them (repr): the command reruns with exactly these values.
+    words = ["--frame", frame.upper(), "--scale-to-mm", format_value(float(scale_to_mm)), "--device", device]
+    return words + (["--spacing", format_value(float(spacing_mm))] if spacing_mm is not None else [])
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -187,11 +189,14 @@ def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_m
     from vesselfield.grid import grid_over_box
     from vesselfield.io import save_mesh, save_points, save_volume
 
+    if config.nesting_weight > 0:
+        raise VesselfieldError("nesting_weight orders nested surfaces: one surface has nothing to nest; use "
+                               "fit nested, or set it to 0")
     bounds = _points_bounds([points])
     spacing = spacing_mm if spacing_mm is not None else default_spacing_mm(bounds)
     grid_over_box(bounds, spacing)  # the size check, before the fit
     _validate_device(device)
-    inputs = {**inputs, "points_sha256": [_digest(points, normals)], "spacing_mm": spacing, "device": device}
+    inputs = {**inputs, "points_sha256": [array_digest(points, normals)], "spacing_mm": spacing, "device": device}
     prepare_run_folder(out, verb=verb, config=config, inputs=inputs, command=reproducing_command(words, config),
                        resume=resume, identity_inputs=_IDENTITY_INPUTS)
     summary = RunSummary(verb=verb, out_dir=out, files={"config": out / CONFIG_NAME})
@@ -211,7 +216,8 @@ def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_m
     if mesh is not None:
         save_mesh(out / "mesh.stl", mesh)
         files["mesh"] = out / "mesh.stl"
-    files["log"] = out / LOG_NAME
+    if (out / LOG_NAME).exists():  # a fit stopped before its first iteration has no log
+        files["log"] = out / LOG_NAME
     fit = _fit_details(result, config)
     summary.warnings = [warning] if warning else []
     summary.details = {
@@ -321,9 +327,10 @@ def fit_mesh_files(
     from vesselfield.methods.implicit_vessel import check_points, sample_mesh_surface
 
     config = _config(config)
+    seed = _check_seed(seed)
     mesh_path = Path(mesh_path)
     mesh = load_mesh(mesh_path, frame=frame, scale_to_mm=scale_to_mm)
-    points, normals = sample_mesh_surface(mesh, int(n_points), int(seed))
+    points, normals = sample_mesh_surface(mesh, int(n_points), seed)
     points = check_points(points, f"the points sampled on {mesh_path.name}")
     spacing_mm = _check_spacing(spacing_mm)
     out = check_out_dir(out_dir)
@@ -416,6 +423,7 @@ def fit_nested_files(
         raise VesselfieldError(f"fit nested needs at least two --surfaces (innermost first), got {len(paths_in)}; "
                                "use fit points or fit mesh for one")
     names = _check_names(names if names else _default_names(paths_in), len(paths_in))
+    seed = _check_seed(seed)
     point_sets, normal_sets, kinds = [], [], []
     for k, (path, name) in enumerate(zip(paths_in, names)):
         p, n, kind = _load_surface(path, n_points=int(n_points), seed=int(seed) + k, frame=frame,
@@ -437,7 +445,7 @@ def fit_nested_files(
         "surfaces": [str(p.resolve()) for p in paths_in], "kinds": kinds, "names": names, "separate": bool(separate),
         "n_points": int(n_points), "seed": int(seed), "use_normals": bool(use_normals), "frame": frame.upper(),
         "scale_to_mm": float(scale_to_mm), "spacing_mm": spacing, "device": device,
-        "points_sha256": [_digest(p, n) for p, n in zip(point_sets, normal_sets)],
+        "points_sha256": [array_digest(p, n) for p, n in zip(point_sets, normal_sets)],
     }
     run_dirs = [out / n for n in names] if separate else [out]
     words = ["fit", "nested", "--surfaces", *paths_in, "--names", *names, "--out", out, "--n-points",
@@ -463,7 +471,8 @@ def fit_nested_files(
             models[name] = results[name].model
             models[name].save(run_dir / "model.pt")
             files[f"model_{name}"] = run_dir / "model.pt"
-            files[f"log_{name}"] = run_dir / LOG_NAME
+            if (run_dir / LOG_NAME).exists():
+                files[f"log_{name}"] = run_dir / LOG_NAME
         sdf_of = lambda k, x: models[names[k]].sdf(x)  # noqa: E731
         joint = None
     else:
@@ -473,7 +482,8 @@ def fit_nested_files(
         joint = result.model
         joint.save(out / "model.pt")
         files["model"] = out / "model.pt"
-        files["log"] = out / LOG_NAME
+        if (out / LOG_NAME).exists():
+            files["log"] = out / LOG_NAME
         models = {name: joint for name in names}
         sdf_of = lambda k, x: joint.sdf(x, k)  # noqa: E731
 

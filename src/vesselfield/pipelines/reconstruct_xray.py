@@ -29,6 +29,7 @@ from vesselfield.io.run_folder import (
     CONFIG_NAME,
     LOG_NAME,
     RunSummary,
+    array_digest,
     prepare_run_folder,
     reproducing_command,
     write_json,
@@ -148,6 +149,7 @@ def reconstruct_xray_run(
     inputs: dict | None = None,
     command: str = "",
     resume: bool = False,
+    replace: bool = False,
     progress: bool = True,
     report: bool = True,
 ) -> RunSummary:
@@ -163,6 +165,9 @@ def reconstruct_xray_run(
         inputs, command: what ``config.yaml`` records (the files the views came from, and the
             command that reruns the run: :func:`xray_command`).
         resume, progress, report: as :func:`reconstruct_xray_files`.
+        replace: start afresh over an earlier run in ``out_dir`` instead of refusing (the demo).
+
+    ``--resume`` refuses other views or another geometry: ``config.yaml`` records digests of both.
     """
     from vesselfield.io import save_mesh, save_volume
     from vesselfield.io.images import save_image_npy
@@ -173,8 +178,10 @@ def reconstruct_xray_run(
     views = check_views(geometry, views, kind)
     if gt is not None:
         geometry.volume.check_array(np.asarray(gt), "ground truth")
-    out = prepare_run_folder(out_dir, verb="reconstruct xray", config=config, inputs=inputs or {},
-                             command=command, resume=resume)
+    inputs = {**(inputs or {}), "kind": kind, "views_sha256": [array_digest(v) for v in views],
+              "geometry_views": geometry.to_dict()}
+    out = prepare_run_folder(out_dir, verb="reconstruct xray", config=config, inputs=inputs, command=command,
+                             resume=resume, replace=replace, identity_inputs=("kind", "views_sha256", "geometry_views"))
     result = reconstruct_xray(geometry, views, kind=kind, config=config, device=device, out_dir=out, resume=resume,
                               progress=progress)
 
@@ -182,7 +189,8 @@ def reconstruct_xray_run(
     summary = RunSummary(verb="reconstruct xray", out_dir=out, objects={"result": result})
     files = summary.files
     files["config"] = out / CONFIG_NAME
-    files["log"] = out / LOG_NAME
+    if (out / LOG_NAME).exists():  # a run stopped before its first iteration has no log
+        files["log"] = out / LOG_NAME
     save_volume(out / "occupancy.nii.gz", result.occupancy, grid)
     files["occupancy"] = out / "occupancy.nii.gz"
     # An empty (or full) reconstruction has an infinite distance everywhere: stored as ±1e4 mm.

@@ -3,6 +3,7 @@
 - :func:`new_figure` / :func:`save_png`: a matplotlib ``Figure`` rendered by Agg (no pyplot, so
   nothing needs a display or changes the user's backend) and its PNG, written atomically without
   matplotlib's "Software" text chunk (which holds a URL: the pages embed the PNGs and link nowhere);
+  the returned :class:`PngFile` carries the bytes, so a page embeds them without reading the file;
 - :func:`label_axes`, :func:`label_world_axes_3d`: the one font size of titles, labels and ticks;
 - :func:`draw_world_plane`: an image sampled on an axis-aligned plane, in world mm, with the
   display conventions below; :func:`mip_panels` and :func:`figure_mips` use it for maximum-intensity
@@ -27,7 +28,7 @@ import numpy as np
 
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
-from vesselfield.io.atomic import atomic_path
+from vesselfield.io.atomic import write_bytes_atomic
 from vesselfield.validate import require_finite
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "MESH_AZIMUTH_DEG",
     "MESH_ELEVATION_DEG",
     "PLANE_NAMES",
+    "PngFile",
     "WORLD_AXIS_LABELS",
     "WorldPlane",
     "draw_world_plane",
@@ -79,12 +81,33 @@ def new_figure(width_in: float, height_in: float):
     return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
 
 
-def save_png(fig, path) -> Path:
-    """Write ``fig`` as a PNG to ``path`` atomically, without the "Software" text chunk; returns ``Path(path)``."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-    return path
+class PngFile(type(Path())):
+    """The path of a PNG that was just written, carrying the bytes written (``data``).
+
+    A page that embeds the figure takes ``data`` instead of reading the file back
+    (:func:`vesselfield.report.html.embedded_figure`). It is a ``Path`` in every other respect
+    (equal to ``Path(path)``); paths derived from it (``.parent``, ``/ name``) carry no bytes
+    (``data`` None), nor does a copy that went through pickle.
+    """
+
+    data: bytes | None = None
+    """The PNG file's bytes, or None when they are not known."""
+
+
+def save_png(fig, path) -> PngFile:
+    """Write ``fig`` as a PNG to ``path`` atomically, without the "Software" text chunk.
+
+    The figure is rendered once, to bytes (:data:`DPI`); returns ``path`` as a :class:`PngFile`
+    whose ``data`` holds those bytes, so that a report embeds them without reading the file.
+    """
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    saved = PngFile(path)
+    saved.data = buffer.getvalue()
+    write_bytes_atomic(saved, saved.data)
+    return saved
 
 
 def label_axes(ax, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:

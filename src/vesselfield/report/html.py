@@ -9,9 +9,10 @@ A report is built top to bottom and written once::
     page.add_figure(png_path, "loss curves", "Loss terms against the iteration.")
     page.write(out / "report.html")        # atomically
 
-Every text given is HTML-escaped. Figures are embedded as base64 ``data:`` URIs read from the PNG
-files (which stay next to the page), so the page is one file, viewable offline, that fetches
-nothing: no ``<link>``, no ``<script>``, no URL. Numbers are shown by :func:`format_metric` in
+Every text given is HTML-escaped. Figures are embedded as base64 ``data:`` URIs of the PNGs (which
+also stay next to the page as files): the bytes that :func:`~vesselfield.report.figures.save_png`
+has just written, or a PNG file's read from disk, so the page is one file, viewable offline, that
+fetches nothing: no ``<link>``, no ``<script>``, no URL. Numbers are shown by :func:`format_metric` in
 metrics tables and :func:`format_setting` elsewhere; None and NaN show as "n/a".
 """
 
@@ -147,11 +148,16 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Se
 
 
 def embedded_figure(png, alt: str, caption: str) -> str:
-    """A ``<figure>`` holding the PNG file ``png`` as a base64 data URI, with its escaped caption."""
-    path = Path(png)
-    data = path.read_bytes()
+    """A ``<figure>`` holding the PNG ``png`` as a base64 data URI, with its escaped caption.
+
+    ``png``: what :func:`~vesselfield.report.figures.save_png` returned (its bytes are embedded;
+    the file is not read back), or the path of a PNG file written elsewhere (read here).
+    """
+    data = getattr(png, "data", None)
+    if data is None:
+        data = Path(png).read_bytes()
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise VesselfieldError(f"{path} is not a PNG image")
+        raise VesselfieldError(f"{png} is not a PNG image")
     encoded = base64.b64encode(data).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -251,7 +257,7 @@ class ReportPage:
         ], numeric=(1,))
 
     def add_figure(self, png, alt: str, caption: str, *, heading: str | None = None) -> ReportPage:
-        """A PNG figure embedded in the page under a heading (default: ``alt`` capitalised)."""
+        """A PNG figure (see :func:`embedded_figure`) embedded in the page under a heading (default: ``alt`` capitalised)."""
         self.add_heading(heading if heading is not None else alt[:1].upper() + alt[1:])
         self._parts.append(embedded_figure(png, alt, caption))
         return self

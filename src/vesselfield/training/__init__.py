@@ -6,13 +6,15 @@
   DataLoader, validation, ``best.pt``/``last.pt``, AMP on CUDA, DistributedDataParallel under
   ``torchrun``.
 - :func:`save_checkpoint` / :func:`load_checkpoint` (:mod:`.checkpoint`): atomic checkpoints
-  read with ``torch.load(weights_only=True)``, with every RNG state.
+  read with ``torch.load(weights_only=True)`` (:mod:`vesselfield.io.torch_files`), with every RNG
+  state; :func:`seed_everything` and :func:`derived_seed` (seeds of independent streams).
 - :class:`CsvLog` (:mod:`.log`): ``log.csv`` appended to as rows arrive.
 
 See ``docs/training.md``. Importing this package does not import torch.
 """
 
-from vesselfield.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, seed_everything
+from vesselfield.training.checkpoint import (derived_seed, load_checkpoint, read_checkpoint, save_checkpoint,
+                                             seed_everything)
 from vesselfield.training.log import CsvLog
 from vesselfield.training.loop import LoopResult, run_loop
 from vesselfield.training.trainer import BEST_NAME, LAST_NAME, TrainerConfig, TrainResult, split_indices, train
@@ -24,6 +26,7 @@ __all__ = [
     "LoopResult",
     "TrainResult",
     "TrainerConfig",
+    "derived_seed",
     "load_checkpoint",
     "read_checkpoint",
     "run_loop",

@@ -1,8 +1,9 @@
 """Checkpoints and random-number states: what ``--resume`` continues from.
 
-A checkpoint is one file written with ``torch.save`` (atomically) and read with
-``torch.load(..., weights_only=True)``: it holds only tensors and plain values (dicts, lists,
-tuples, numbers, strings, None), never pickled objects, so loading one cannot run code. Its
+A checkpoint is one file written and read by :mod:`vesselfield.io.torch_files` (``torch.save``
+atomically, ``torch.load(..., weights_only=True)``): it holds only tensors and plain values (dicts,
+lists, tuples, numbers, strings, None), never pickled objects, so loading one cannot run code
+(:func:`check_plain`, re-exported here, refuses anything else before a file is written). Its
 payload is::
 
     {"format": 1,
@@ -19,23 +20,18 @@ tensor), torch's CPU state and, when CUDA is present, every device's state (uint
 
 from __future__ import annotations
 
-import collections
-import pickle
 import random
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from vesselfield.errors import VesselfieldError
-from vesselfield.io.atomic import atomic_path
+from vesselfield.io.torch_files import check_plain, load_tensors, save_tensors
 
-__all__ = ["CHECKPOINT_FORMAT", "check_plain", "load_checkpoint", "read_checkpoint", "rng_state",
+__all__ = ["CHECKPOINT_FORMAT", "check_plain", "derived_seed", "load_checkpoint", "read_checkpoint", "rng_state",
            "save_checkpoint", "seed_everything", "set_rng_state"]
 
 CHECKPOINT_FORMAT = 1
-
-_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
 
 
 def seed_everything(seed: int) -> None:
@@ -45,6 +41,36 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def derived_seed(*parts: int, bits: int = 31) -> int:
+    """A seed in ``[0, 2**bits)`` that depends only on the integers ``parts``: independent streams per tuple.
+
+    NumPy's ``SeedSequence`` hashes the parts (each a non-negative integer of any size) into
+    well-mixed words, so tuples that differ in any part give unrelated seeds.
+
+    - ``bits=31`` (a seed for anything that takes a signed 32-bit int): the first 32-bit word
+      of ``SeedSequence(parts)`` with its top bit cleared. The robustness study's sample seeds
+      (``derived_seed(seed, count, repeat)``, recorded in results.csv and the docs) are these.
+    - ``bits=63`` (a ``torch.Generator`` seed): the first 64-bit word of
+      ``SeedSequence([parts[0] % 2**32, *parts[1:]])`` modulo ``2**63``. The dataset trainer's
+      loader and worker seeds (``derived_seed(seed, epoch, rank, stream, bits=63)``) are these.
+
+    Raises:
+        VesselfieldError: no parts, a negative part, or ``bits`` other than 31 and 63.
+    """
+    words = [int(p) for p in parts]
+    if not words:
+        raise VesselfieldError("derived_seed needs at least one integer")
+    if min(words) < 0:
+        raise VesselfieldError(f"derived_seed takes non-negative integers, got {min(words)}")
+    if bits == 31:
+        return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+    if bits == 63:
+        # The first part is reduced to 32 bits first: what the trainer has always done with its seed.
+        words[0] %= 2**32
+        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] % 2**63)
+    raise VesselfieldError(f"derived_seed gives 31- or 63-bit seeds, not {bits}-bit")
 
 
 def rng_state() -> dict:
@@ -87,29 +113,6 @@ def set_rng_state(state: Mapping) -> None:
             torch.cuda.set_rng_state(cuda_state, device)
 
 
-def check_plain(value, where: str = "value") -> None:
-    """Raise :class:`VesselfieldError` unless ``value`` is made of what ``weights_only`` loading reads.
-
-    Allowed: None, bool, int, float, complex, str, bytes, tensors, ``torch.Size``/``dtype``/``device``,
-    and dicts (also ``OrderedDict``/``Counter``), lists, tuples and sets of those.
-    """
-    import torch
-
-    if isinstance(value, _PLAIN_SCALARS + (torch.Tensor, torch.Size, torch.dtype, torch.device)):
-        return
-    if type(value) in (dict, collections.OrderedDict, collections.Counter):
-        for k, v in value.items():
-            check_plain(k, f"{where} key")
-            check_plain(v, f"{where}[{k!r}]")
-        return
-    if type(value) in (list, tuple, set):
-        for i, v in enumerate(value):
-            check_plain(v, f"{where}[{i}]")
-        return
-    raise VesselfieldError(f"a checkpoint cannot hold {where} of type {type(value).__name__}: only tensors and "
-                           "plain values (dict, list, tuple, number, str, None) are loaded safely")
-
-
 def save_checkpoint(path, iteration: int, objects: Mapping[str, object], extra: dict | None = None, *,
                     loop_state: dict | None = None) -> None:
     """Write a checkpoint (see the module docstring) to ``path`` atomically.
@@ -125,8 +128,6 @@ def save_checkpoint(path, iteration: int, objects: Mapping[str, object], extra: 
         VesselfieldError: something in the payload is not a tensor or a plain value (it could
             not be loaded with ``weights_only=True``).
     """
-    import torch
-
     payload = {
         "format": CHECKPOINT_FORMAT,
         "iteration": int(iteration),
@@ -135,37 +136,17 @@ def save_checkpoint(path, iteration: int, objects: Mapping[str, object], extra: 
         "extra": dict(extra or {}),
         "loop": dict(loop_state or {}),
     }
-    check_plain(payload, "the checkpoint")
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_tensors(path, payload, what="checkpoint")
 
 
 def read_checkpoint(path) -> dict:
     """The payload of a checkpoint, read with ``weights_only=True`` onto the CPU; restores nothing.
 
     Raises:
-        VesselfieldError: no file, not a torch file, it holds pickled objects, or it is not a
-            vesselfield checkpoint.
+        VesselfieldError: no file, not a torch file, it holds pickled objects, it is damaged
+            (:func:`vesselfield.io.torch_files.load_tensors`), or it is not a vesselfield checkpoint.
     """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise VesselfieldError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc)
-        # torch names the class or function it refused ("... was not an allowed global"); any
-        # other failure (a truncated or foreign file) is just unreadable.
-        if isinstance(exc, pickle.UnpicklingError) and "allowed global" in text:
-            raise VesselfieldError(f"{path} holds objects other than tensors and plain values (another "
-                                   "program's or an older vesselfield's checkpoint); it is not loaded, since "
-                                   "that could run code") from None
-        first = (text.strip().splitlines() or [type(exc).__name__])[0][:120]
-        if first.startswith("Weights only load failed"):
-            first = "damaged, or not written by torch.save"
-        raise VesselfieldError(f"{path} is not a readable checkpoint ({first})") from None
+    payload = load_tensors(path, what="checkpoint")
     if not (isinstance(payload, dict) and isinstance(payload.get("states"), dict)
             and isinstance(payload.get("iteration"), int) and isinstance(payload.get("rng"), dict)):
         raise VesselfieldError(f"{path} is not a vesselfield checkpoint (no iteration, states and RNG states)")

@@ -92,7 +92,7 @@ def run_loop(
         raise VesselfieldError(f"iterations must be >= 0, got {iterations}")
     if time_limit_s is not None and not time_limit_s >= 0:
         raise VesselfieldError(f"--time-limit must be >= 0 seconds, got {time_limit_s}")
-    check_plain(extra or {}, "extra")
+    check_plain(extra or {}, "extra", "checkpoint")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_NAME

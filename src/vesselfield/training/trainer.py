@@ -53,8 +53,8 @@ import numpy as np
 from vesselfield.config import check_numbers
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.run_folder import LOG_NAME
-from vesselfield.training.checkpoint import (check_plain, load_checkpoint, rng_state, save_checkpoint,
-                                             seed_everything, set_rng_state)
+from vesselfield.training.checkpoint import (check_plain, derived_seed, load_checkpoint, rng_state,
+                                             save_checkpoint, seed_everything, set_rng_state)
 from vesselfield.training.distributed import DistributedContext, torchrun_environment
 from vesselfield.training.log import CsvLog, open_tensorboard, pack_rows, unpack_rows
 
@@ -111,7 +111,7 @@ class TrainerConfig:
 
     def __post_init__(self):
         check_numbers(self, positive=("learning_rate", "grad_clip_norm"),
-                      non_negative=("epochs", "weight_decay", "num_workers", "time_limit_s", "checkpoint_every"),
+                      non_negative=("epochs", "seed", "weight_decay", "num_workers", "time_limit_s", "checkpoint_every"),
                       at_least_one=("batch_size", "patience"), flags={"time_limit_s": "--time-limit"})
         if not 0 <= self.val_fraction < 1:
             raise VesselfieldError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -280,17 +280,11 @@ def _add(sums: dict, values: Mapping[str, float], n: int) -> None:
         sums[k] = (s + float(v) * n, w + n)
 
 
-def _derived_seed(seed: int, *words: int) -> int:
-    """A 63-bit seed that depends only on ``(seed, *words)`` (NumPy's SeedSequence mixes them)."""
-    words = [int(seed) % 2**32, *[int(w) for w in words]]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) % 2**63
-
-
 def _generator(seed: int, *words: int):
     """A ``torch.Generator`` seeded from ``(seed, *words)`` (a DataLoader draws its workers' seeds from it)."""
     import torch
 
-    return torch.Generator().manual_seed(_derived_seed(seed, *words))
+    return torch.Generator().manual_seed(derived_seed(seed, *words, bits=63))
 
 
 def _process_device(device, world_size: int, local_rank: int):
@@ -373,7 +367,7 @@ def train(
         raise VesselfieldError("config must be a TrainerConfig")
     if scheduler_interval not in ("epoch", "batch"):
         raise VesselfieldError(f"scheduler_interval must be epoch or batch, got {scheduler_interval!r}")
-    check_plain(extra or {}, "extra")
+    check_plain(extra or {}, "extra", "checkpoint")
     world_size, _, local_rank = torchrun_environment()
     dev = _process_device(device, world_size, local_rank)
     ctx = DistributedContext.start(dev)
@@ -420,7 +414,7 @@ def _restore(path: Path, objects: dict, scaler, config: TrainerConfig, ctx: Dist
     if ctx.rank < len(by_rank) and int(loop["world_size"]) == ctx.world_size:
         set_rng_state(by_rank[ctx.rank])
     elif ctx.rank > 0:  # another number of processes: fresh, distinct streams (not an exact resume)
-        seed_everything(_derived_seed(config.seed, progress.epoch, ctx.rank, 2) % 2**32)
+        seed_everything(derived_seed(config.seed, progress.epoch, ctx.rank, 2, bits=63) % 2**32)
     if not ctx.is_main:
         progress.partial = {}  # rank 0 holds the sums of every process
     if scaler.is_enabled() and loop.get("scaler"):
