@@ -43,8 +43,9 @@ class FakeConfig:
     time_limit_s: float | None = None
 
 
-def fake_config(method: str = "sdf-car", preset: str = "cpu", **overrides) -> FakeConfig:
-    return FakeConfig(method=method, preset=preset, **overrides)
+def fake_config(method: str = "sdf-car", preset: str | None = None, **overrides) -> FakeConfig:
+    """As xray_config: preset None is the config's default (cpu). Checks no value."""
+    return FakeConfig(method=method, preset=preset or "cpu", **overrides)
 
 
 @dataclass
@@ -54,8 +55,8 @@ class NoTimeLimitConfig:
     seed: int = 0
 
 
-def no_time_limit_config(method, preset="cpu", **overrides):
-    return NoTimeLimitConfig(method=method, preset=preset, **overrides)
+def no_time_limit_config(method, preset=None, **overrides):
+    return NoTimeLimitConfig(method=method, preset=preset or "cpu", **overrides)
 
 
 def case_number(case_name: str) -> int:
@@ -233,8 +234,11 @@ def test_xcat_case_is_the_voxelised_tree_centred_on_the_grid():
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     folder = write_file_cases(out.parent / (out.name + "_cases"))
-    rows = run_xray_benchmark(["phantom:left:0", folder], ["crash", "neca", "sdf-car"], out, **RUN)
-    return out, rows
+    result = run_xray_benchmark(["phantom:left:0", folder], ["crash", "neca", "sdf-car"], out, **RUN)
+    # The summary's text comes back with the rows: the file holds exactly that text.
+    assert (out / "summary.md").read_text() == result.summary and result.summary_path == out / "summary.md"
+    assert result.results_path == out / "results.csv"
+    return out, result.rows
 
 
 CASES = ("phantom_left_0", "0003_left", "0004_right")
@@ -340,14 +344,14 @@ def test_format_mean_std():
 def test_rerun_skips_finished_jobs_and_changed_settings_rerun(tmp_path):
     cases = write_file_cases(tmp_path / "cases", empty=False)
     out = tmp_path / "out"
-    first = run_xray_benchmark(cases, ["sdf-car", "crash"], out, **RUN)
+    first = run_xray_benchmark(cases, ["sdf-car", "crash"], out, **RUN).rows
     assert len(read_calls(out)) == 4
-    again = run_xray_benchmark(cases, ["sdf-car", "crash"], out, **RUN)
+    again = run_xray_benchmark(cases, ["sdf-car", "crash"], out, **RUN).rows
     # Only the failed jobs ran again; the finished ones came back from their metrics.json.
     assert read_calls(out)[4:] == ["0003_left crash", "0004_right crash"]
     assert again == first
     # Other settings (binary masks instead of line integrals; more iterations) are other jobs.
-    masks = run_xray_benchmark(cases, ["sdf-car"], out, masks_only=True, **RUN)
+    masks = run_xray_benchmark(cases, ["sdf-car"], out, masks_only=True, **RUN).rows
     assert read_calls(out)[6:] == ["0003_left sdf-car", "0004_right sdf-car"]
     assert [r["dice"] for r in masks] == [1.0, 1.0]
     run_xray_benchmark(cases, ["sdf-car"], out, masks_only=True, iterations=20, **RUN)
@@ -370,7 +374,7 @@ def test_two_workers_give_the_same_csv(tmp_path):
 def test_a_worker_that_dies_fails_only_its_job(tmp_path):
     cases = write_file_cases(tmp_path / "cases", empty=False) / "0004_right.mha"
     rows = run_xray_benchmark(cases, ["die", "sdf-car"], tmp_path / "out", workers=2,
-                              **dict(RUN, reconstruct=dying_reconstruct))
+                              **dict(RUN, reconstruct=dying_reconstruct)).rows
     assert [(r["method"], r["status"], r["error"], r["dice"]) for r in rows] == [
         ("die", "failed", "the worker process died (crash or out of memory)", None), ("sdf-car", "ok", "", 1.0)]
 
@@ -393,7 +397,7 @@ def test_option_errors_are_one_line(tmp_path):
     assert not (tmp_path / "results.csv").exists()
     # A geometry JSON path works like the Geometry; methods may come as one string.
     case = write_file_cases(tmp_path / "cases", empty=False) / "0003_left.nii.gz"
-    rows = run_xray_benchmark(case, "sdf-car", tmp_path, **options)
+    rows = run_xray_benchmark(case, "sdf-car", tmp_path, **options).rows
     assert [(r["method"], r["dice"]) for r in rows] == [("sdf-car", 1.0)]
 
 
@@ -405,11 +409,12 @@ def test_overrides_reach_every_config_and_the_recorded_command_uses_the_cli_flag
     case = write_file_cases(tmp_path / "cases", empty=False) / "0003_left.nii.gz"
     out = tmp_path / "out"
     rows = run_xray_benchmark(case, ["sdf-car", "neca"], out, iterations=5, time_limit_s=60,
-                              overrides={"seed": "3"}, **RUN)
+                              overrides={"seed": "3"}, **RUN).rows
     assert [r["status"] for r in rows] == ["ok", "ok"]
     for method in ("sdf-car", "neca"):
         seen = json.loads((out / "0003_left" / method / "seen.json").read_text())
-        assert seen["config"] == {"method": method, "preset": "cpu", "iterations": 5, "seed": "3", "time_limit_s": 60.0}
+        # The benchmark passes the values on as given: the config (not the benchmark) parses them.
+        assert seen["config"] == {"method": method, "preset": "cpu", "iterations": 5, "seed": "3", "time_limit_s": 60}
     command = re.search(r"command: `(.*)`", (out / "summary.md").read_text()).group(1)
     words = shlex.split(command)
     assert words[:3] == ["vesselfield", "benchmark", "xray"]
@@ -421,3 +426,25 @@ def test_overrides_reach_every_config_and_the_recorded_command_uses_the_cli_flag
         assert flag in help_text, flag
     with pytest.raises(VesselfieldError, match="iterations is given twice"):
         run_xray_benchmark(case, "sdf-car", out, iterations=5, overrides={"iterations": 6}, **RUN)
+
+
+def test_the_real_config_checks_the_values_and_gives_the_default_preset(tmp_path):
+    # make_config left at its default (vesselfield.methods.sdf_car.xray_config): the config, not
+    # the benchmark, refuses bad values, before any job runs or any file is written.
+    options = dict(RUN, make_config=None)
+    for given, says in ((dict(iterations=-1), r"iterations \(--iterations\) must be a non-negative"),
+                        (dict(time_limit_s=-5.0), r"time_limit_s \(--time-limit\) must be a non-negative"),
+                        (dict(seed=-2), "seed must be a non-negative"),
+                        (dict(overrides={"lambda_geo": "x"}), "lambda_geo"),
+                        (dict(preset="tpu"), "unknown preset 'tpu'")):
+        with pytest.raises(VesselfieldError, match=says) as info:
+            run_xray_benchmark("phantom:left:0", "sdf-car", tmp_path / "bad", **options, **given)
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad").exists()
+    # preset None: each config's own default (cpu), in the summary and in the job's config.
+    case = write_file_cases(tmp_path / "cases", empty=False) / "0004_right.mha"
+    result = run_xray_benchmark(case, "sdf-car", tmp_path / "out", iterations=7, **options)
+    seen = json.loads((tmp_path / "out" / "0004_right" / "sdf-car" / "seen.json").read_text())
+    assert seen["config"]["preset"] == "cpu" and seen["config"]["iterations"] == 7
+    assert [r["dice"] for r in result.rows] == [1.0] and "; preset cpu; " in result.summary
+    assert "--preset" not in re.search(r"command: `(.*)`", result.summary).group(1)

@@ -173,7 +173,7 @@ def test_model_file_round_trip(tmp_path):
     np.testing.assert_array_equal(model.sdf(q), again.sdf(q))
     assert again.config == model.config and again.surface_names == ["surface"]
     (tmp_path / "junk.pt").write_bytes(b"not a model")
-    with pytest.raises(VesselfieldError, match="not a vesselfield model"):
+    with pytest.raises(VesselfieldError, match="not a readable model file"):
         ImplicitVesselModel.load(tmp_path / "junk.pt")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(VesselfieldError, match="implicit vessel model"):

@@ -280,7 +280,7 @@ def bad_files(tmp_path):
     (["fit", "mesh", "--mesh", "cloud.ply", "--n-points", "100"], "not a surface"),
     (["fit", "nested", "--surfaces", "no_normals.npy"], "at least two --surfaces"),
     (["fit", "nested", "--surfaces", "no_normals.npy", "no_normals.npy", "--names", "a", "a"], "distinct"),
-    (["blend", "--models", "not_a_model", "--k", "1", "--spacing", "0.5"], "not a vesselfield model"),
+    (["blend", "--models", "not_a_model", "--k", "1", "--spacing", "0.5"], "not a readable model file"),
     (["blend", "--models", "nowhere", "--k", "1", "--spacing", "0.5"], "no model file"),
 ])
 def test_cli_bad_inputs_are_one_line_errors_and_write_nothing(bad_files, capsys, args, message):

@@ -7,6 +7,7 @@ shared by the tests through a module fixture; resuming is checked with a countin
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -94,11 +95,21 @@ def test_resume_skips_rows_already_in_the_csv(study, capsule, tmp_path):
                                    out_dir=out, progress=False, config_overrides=TINY, fit=counting_fit)
     assert calls == []
     assert [r["dice"] for r in again] == [r["dice"] for r in rows]
+    # Other settings would mix two studies in one table: refused before any fit, naming the first
+    # differences (every setting but the counts, repeats and workers counts).
+    with pytest.raises(VesselfieldError, match=r"holds a study run with other settings \(iterations 150 -> 20, "
+                                               r"n_held_out 500 -> 100\): resume with the same settings") as info:
+        R.run_robustness_study([capsule], counts=(30, 60), repeats=3, iterations=20, n_held_out=100,
+                               out_dir=out, progress=False, config_overrides=TINY, fit=counting_fit)
+    assert calls == [] and "\n" not in str(info.value)
     # One more repeat: only the two new fits run, and the old rows stay.
-    again = R.run_robustness_study([capsule], counts=(30, 60), repeats=3, iterations=20, n_held_out=100,
-                                   out_dir=out, progress=False, config_overrides=TINY, fit=counting_fit)
+    again = R.run_robustness_study([capsule], counts=(30, 60), repeats=3, iterations=150, n_held_out=500,
+                                   out_dir=out, progress=False, config_overrides=TINY, fit=counting_fit, workers=1)
     assert calls == [30, 60]
     assert len(again) == 6 and [r["dice"] for r in again if int(r["repeat"]) < 2] == [r["dice"] for r in rows]
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["counts"], settings["repeats"], settings["n_held_out"]) == ([30, 60], 3, 500)
+    assert settings["config"]["iterations"] == 150 and settings["config"]["hidden_dim"] == 32
 
 
 def test_bad_arguments_raise_one_line_errors(capsule, tmp_path):
@@ -116,7 +127,7 @@ def test_bad_arguments_raise_one_line_errors(capsule, tmp_path):
     (["--shapes", "aaa:0", "--counts", "100", "5"], "at least 10, got 5"),
     (["--shapes", "aaa:0", "--repeats", "0"], "repeats must be at least 1"),
     (["--shapes", "vmtk-aorta", "missing.stl"], "does not exist"),
-    (["--shapes", "aaa:0", "--iterations", "-1"], "iterations (--iterations) must be a non-negative number"),
+    (["--shapes", "aaa:0", "--iterations", "-1"], "iterations (--iterations) must be a non-negative"),
     (["--shapes", "aaa:0", "--iterations", "5", "--set", "hidden_dim=0"], "hidden_dim must be an integer >= 1"),
     (["--shapes", "aaa:0", "--set", "widht=3"], "has no field 'widht'"),
 ])
@@ -149,8 +160,9 @@ def test_normals_option_passes_outward_mesh_normals_and_settings_cannot_mix(stud
     assert rows[0]["normals"] == "yes" and "with the mesh normals" in (tmp_path / "n" / "summary.md").read_text()
     # The module's study was run without normals: resuming it with normals is refused.
     out, _ = study
-    with pytest.raises(VesselfieldError, match="normals 'no', not 'yes'"):
-        R.run_robustness_study([capsule], counts=(30, 60), repeats=2, out_dir=out, progress=False, normals=True)
+    with pytest.raises(VesselfieldError, match=r"other settings \(normals False -> True\)"):
+        R.run_robustness_study([capsule], counts=(30, 60), repeats=2, iterations=150, n_held_out=500, out_dir=out,
+                               progress=False, config_overrides=TINY, normals=True)
 
 
 def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, capsule, tmp_path):
@@ -162,7 +174,7 @@ def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, c
     before = R.read_results(copy / "results.csv")
     other = capsule._replace(name="capsule-b")
     # The new shape is named first on the command line; the table keeps the old shape first.
-    again = R.run_robustness_study([other, capsule], counts=(30,), repeats=1, iterations=20, n_held_out=50,
+    again = R.run_robustness_study([other, capsule], counts=(30,), repeats=1, iterations=150, n_held_out=500,
                                    out_dir=copy, progress=False, config_overrides=TINY)
     keys = [(r["shape"], int(r["n_points"]), int(r["repeat"])) for r in again]
     assert len(before) >= 4 and keys[-1] == ("capsule-b", 30, 0)
@@ -170,13 +182,14 @@ def test_a_study_extended_with_a_new_shape_keeps_the_earlier_rows_first(study, c
     assert [r["dice"] for r in again[:-1]] == [r["dice"] for r in before]
 
 
+def failing_fit(points, **kwargs):
+    raise VesselfieldError("no fit today")
+
+
 def test_failed_fits_are_retried_and_the_csv_is_read_once_per_run(capsule, tmp_path, monkeypatch):
     reads = []
     original = R.read_results
     monkeypatch.setattr(R, "read_results", lambda path: reads.append(path) or original(path))
-
-    def failing_fit(points, **kwargs):
-        raise VesselfieldError("no fit today")
 
     options = dict(counts=(30,), repeats=2, iterations=20, n_held_out=50, out_dir=tmp_path, progress=False,
                    config_overrides=TINY)
@@ -188,6 +201,44 @@ def test_failed_fits_are_retried_and_the_csv_is_read_once_per_run(capsule, tmp_p
     # The rows of a run reach the summary and plots in memory: results.csv is read only to resume.
     assert len(reads) == 2
     assert R.read_results(tmp_path / "results.csv") == rows
+
+
+def test_settings_json_records_the_study_and_refuses_other_settings(capsule, tmp_path):
+    options = dict(iterations=20, n_held_out=50, out_dir=tmp_path, progress=False, config_overrides=TINY,
+                   fit=failing_fit, seed=4)
+    R.run_robustness_study([capsule], counts=(30,), repeats=1, spacing_mm=2.0, **options)
+    from vesselfield.config import config_to_dict
+    from vesselfield.methods.implicit_vessel import inr_config
+
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings == {"config": config_to_dict(inr_config("fast", iterations=20, **TINY)), "seed": 4,
+                        "n_held_out": 50, "spacing_mm": 2.0, "normals": False, "counts": [30], "repeats": 1,
+                        "workers": 1}
+    # Counts, repeats and workers may change: the folder keeps the union of the counts and the most repeats.
+    rows = R.run_robustness_study([capsule], counts=(60,), repeats=2, spacing_mm=2.0, workers=2, **options)
+    assert sorted({(r["n_points"], r["repeat"]) for r in rows}) == [(30, 0), (60, 0), (60, 1)]
+    R.run_robustness_study([capsule], counts=(30,), repeats=1, spacing_mm=2.0, **options)
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert (settings["counts"], settings["repeats"], settings["workers"]) == ([30, 60], 2, 1)
+    # Anything else is refused, naming the first differences (at most three, then "...").
+    for changes, named in (
+        (dict(spacing_mm=None), "spacing_mm 2.0 -> None"),
+        (dict(spacing_mm=2.0, seed=5), "seed 4 -> 5"),
+        (dict(spacing_mm=2.0, n_held_out=60), "n_held_out 50 -> 60"),
+        (dict(spacing_mm=2.0, normals=True), "normals False -> True"),
+        (dict(spacing_mm=2.0, config_overrides={**TINY, "eikonal_weight": 0.5}), "eikonal_weight 0.1 -> 0.5"),
+        (dict(spacing_mm=2.0, config_overrides={**TINY, "seed": 1}), "config seed 0 -> 1"),
+        # TINY's four fields back at the preset's values, in the config's field order.
+        (dict(spacing_mm=2.0, config_overrides={}),
+         "hidden_dim 32 -> 128, n_layers 3 -> 4, hash_log2_size 12 -> 15, ..."),
+    ):
+        with pytest.raises(VesselfieldError, match="other settings") as info:
+            R.run_robustness_study([capsule], counts=(30,), repeats=1, **{**options, **changes})
+        message = str(info.value)
+        assert f"({named})" in message and "\n" not in message, message
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(VesselfieldError, match="settings.json is not readable JSON"):
+        R.run_robustness_study([capsule], counts=(30,), repeats=1, spacing_mm=2.0, **options)
 
 
 def test_cli_study_takes_iterations_and_set(tmp_path, capsys):

@@ -89,6 +89,19 @@ def dropout_mlp():
 RESUME_CONFIG = dict(epochs=4, batch_size=BATCH, learning_rate=0.02, val_fraction=VAL_FRACTION, seed=3)
 
 
+class ScriptedScore:
+    """An ``evaluate`` hook: epoch e's "score" is SCORES[e]; it records how it was called."""
+
+    SCORES = (0.2, 0.9, 0.5, 0.95, 0.7, 0.1)  # best (max) in epoch 3, second best in epoch 1
+
+    def __init__(self):
+        self.calls = []  # (model.training, torch.is_grad_enabled()) per call
+
+    def __call__(self, model):
+        self.calls.append((model.training, torch.is_grad_enabled()))
+        return {"score": self.SCORES[len(self.calls) - 1], "rank": float(os.environ.get("RANK", "0"))}
+
+
 def resume_run(out, counter: BatchCounter, resume: bool = False, **changes):
     """The dropout MLP on the jittered data (a fresh process's objects; state from ``out`` on resume)."""
     model = dropout_mlp()
@@ -186,6 +199,68 @@ def test_best_and_last_checkpoints_and_epoch_rows(tmp_path):
     with torch.no_grad():
         mse = float(((fresh.double()(data.x[val_idx].double()) - data.y[val_idx].double()) ** 2).mean())
     assert math.isclose(mse, rows[best]["val_loss"], rel_tol=1e-5)  # float32 bound as above
+
+
+def test_an_evaluate_value_chooses_best_pt(tmp_path):
+    data = NoisyRegression()
+    _, val_idx = split_indices(N, VAL_FRACTION, 0)
+    x_val, y_val = data.x[val_idx].double(), data.y[val_idx].double()
+    calls = []
+
+    def max_error(model):
+        # A whole-set value that no batch mean gives: the largest absolute error over the
+        # validation samples, in float64 on a float64 copy of the model.
+        calls.append((model.training, torch.is_grad_enabled()))
+        copy = torch.nn.Linear(D, 1).double()
+        copy.load_state_dict(model.state_dict())
+        return {"max_error": float((copy(x_val) - y_val).abs().max())}
+
+    seed_everything(0)
+    model = torch.nn.Linear(D, 1)
+    # lr 0.3 overshoots (as in the test above), so the best epoch is not simply the last.
+    config = TrainerConfig(epochs=6, batch_size=BATCH, learning_rate=0.3, val_fraction=VAL_FRACTION,
+                           monitor="val_max_error")
+    result = train(model, mse_objective, data, tmp_path, config, metrics=mae_metric, evaluate=max_error,
+                   progress=False)
+    rows = result.rows
+    # Once per epoch, after the batch validation, with the model in eval mode and no autograd.
+    assert calls == [(False, False)] * 6 and model.training
+    assert list(rows[0]) == ["epoch", "step", "train_loss", "train_mse", "val_loss", "val_mse", "val_mae",
+                             "val_max_error", "lr", "time_s"]
+    best = min(range(6), key=lambda e: rows[e]["val_max_error"])
+    assert result.best_epoch == best and result.best_value == rows[best]["val_max_error"]
+    # The monitor chose by the evaluate column, not by val_loss: on this data they disagree
+    # (max error smallest after epoch 4, 0.299 against 0.327 after epoch 5, where val_loss is
+    # smallest; identical with OMP_NUM_THREADS=1 and 2).
+    assert best == 4 and min(range(6), key=lambda e: rows[e]["val_loss"]) == 5
+    # best.pt holds that epoch's weights: they give its value again, exactly (same float64 maths).
+    payload = read_checkpoint(tmp_path / "best.pt")
+    assert payload["loop"]["progress"]["epoch"] == best + 1
+    fresh = torch.nn.Linear(D, 1)
+    fresh.load_state_dict(payload["states"]["model"])
+    with torch.no_grad():
+        assert max_error(fresh)["max_error"] == rows[best]["val_max_error"]
+    with open(tmp_path / "log.csv", newline="") as f:
+        assert [float(r["val_max_error"]) for r in csv.DictReader(f)] == [r["val_max_error"] for r in rows]
+
+    # A scripted score picks its best epoch (3) under monitor_mode max, also without validation data.
+    score = ScriptedScore()
+    result = train(torch.nn.Linear(D, 1), mse_objective, data, tmp_path / "b",
+                   TrainerConfig(epochs=6, batch_size=BATCH, val_fraction=0.0, monitor="val_score",
+                                 monitor_mode="max"), evaluate=score, progress=False)
+    assert result.best_epoch == 3 and result.best_value == 0.95 and len(score.calls) == 6
+    assert [r["val_score"] for r in result.rows] == list(ScriptedScore.SCORES) and "val_loss" not in result.rows[0]
+
+    # One-line errors: val_loss without validation data, a name clash, a value that is not a number.
+    with pytest.raises(VesselfieldError, match="monitor val_loss needs validation data"):
+        train(torch.nn.Linear(D, 1), mse_objective, data, tmp_path / "c", TrainerConfig(epochs=1, val_fraction=0.0),
+              evaluate=ScriptedScore(), progress=False)
+    with pytest.raises(VesselfieldError, match="evaluate's value mae gives column val_mae, which the epoch rows"):
+        train(torch.nn.Linear(D, 1), mse_objective, data, tmp_path / "d", TrainerConfig(epochs=1),
+              metrics=mae_metric, evaluate=lambda model: {"mae": 1.0}, progress=False)
+    with pytest.raises(VesselfieldError, match=r"evaluate must return \{name: float\}: 'dice' is str"):
+        train(torch.nn.Linear(D, 1), mse_objective, data, tmp_path / "e", TrainerConfig(epochs=1),
+              evaluate=lambda model: {"dice": "high"}, progress=False)
 
 
 def test_early_stop_after_patience_epochs_without_improvement(tmp_path):
@@ -338,10 +413,13 @@ trainer_module.save_checkpoint = counting_save
 t.seed_everything(0)
 model = torch.nn.Linear(t.D, 1)
 counter = t.BatchCounter()
-result = train(model, counter.objective, t.NoisyRegression(), {out!r}, TrainerConfig(**t.DDP_CONFIG),
-               metrics=t.mae_metric, progress=False)
+score = t.ScriptedScore()
+result = train(model, counter.objective, t.NoisyRegression(), {out!r},
+               TrainerConfig(**t.DDP_CONFIG, monitor="val_score", monitor_mode="max"),
+               metrics=t.mae_metric, evaluate=score, progress=False)
 report = dict(saves=saves, samples=counter.samples, rows=result.rows, world=result.world_size,
-              weights=[p.detach().double().flatten().tolist() for p in model.parameters()])
+              weights=[p.detach().double().flatten().tolist() for p in model.parameters()],
+              evaluate_calls=len(score.calls), best_epoch=result.best_epoch)
 with open(os.path.join({report!r}, "rank" + os.environ["RANK"] + ".json"), "w") as f:
     json.dump(report, f)
 """
@@ -368,6 +446,11 @@ def test_two_gloo_processes_under_torchrun_train_and_write_one_checkpoint_set(tm
     assert ranks[0]["weights"] == ranks[1]["weights"]
     rows = ranks[0]["rows"]
     assert rows == ranks[1]["rows"] and [r["step"] for r in rows] == [10 * (e + 1) for e in range(6)]
+    # evaluate ran on rank 0 only and its values reached rank 1 (its "rank" is rank 0's), so both
+    # chose the same best epoch by it.
+    assert ranks[0]["evaluate_calls"] == 6 and ranks[1]["evaluate_calls"] == 0
+    assert [r["val_score"] for r in rows] == list(ScriptedScore.SCORES) and {r["val_rank"] for r in rows} == {0.0}
+    assert ranks[0]["best_epoch"] == ranks[1]["best_epoch"] == 3
     with open(out / "log.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 6
     # The loss fell: from |w|^2 + 0.25 + SIGMA^2 ~ 4 to the noise floor (same bound as the

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vesselfield.errors import VesselfieldError
-from vesselfield.training import CsvLog, load_checkpoint, read_checkpoint, run_loop, save_checkpoint, seed_everything
+from vesselfield.training import (CsvLog, derived_seed, load_checkpoint, read_checkpoint, run_loop, save_checkpoint,
+                                  seed_everything)
 from vesselfield.training.log import pack_rows, unpack_rows
 
 
@@ -149,6 +150,33 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     seed_everything(99)
     load_checkpoint(tmp_path / "c.pt", {})
     assert (random.random(), np.random.normal(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == first
+
+
+def test_derived_seeds_are_the_ones_the_study_and_the_trainer_always_used():
+    # The values below were computed with the two functions this one replaced (bench.robustness's
+    # 31-bit derived_seed and the trainer's 63-bit _derived_seed) before they were removed: the
+    # robustness study's sample seeds (results.csv, docs) and the trainer's loader seeds must not move.
+    assert derived_seed(0, 100, 0) == 1505558374
+    assert derived_seed(0, 100, 19) == 818819089
+    assert derived_seed(0, 1000, 5, 1) == 920312535  # the held-out points' seed of a fit
+    assert derived_seed(7, 30, 1) == 1382588484
+    assert derived_seed(0) == 821328062
+    assert derived_seed(0, 0, 0, 0, bits=63) == 6569863346532939966
+    assert derived_seed(0, 3, 1, 1, bits=63) == 3969950139491936400
+    assert derived_seed(123, 4, 0, 2, bits=63) == 1679359526078951903
+    # The 63-bit variant reduces the first part modulo 2**32, as the trainer did with its seed.
+    assert derived_seed(2**40 + 5, 2, 0, 0, bits=63) == derived_seed(5, 2, 0, 0, bits=63) == 4160164373342109173
+    # Their definitions (NumPy SeedSequence), for any parts.
+    for parts in [(1, 2, 3), (2**33, 0), (9,)]:
+        assert derived_seed(*parts) == int(np.random.SeedSequence(parts).generate_state(1)[0]) & 0x7FFFFFFF
+        words = [parts[0] % 2**32, *parts[1:]]
+        state = np.random.SeedSequence(words).generate_state(1, np.uint64)
+        assert derived_seed(*parts, bits=63) == int(state[0]) % 2**63
+        assert 0 <= derived_seed(*parts) < 2**31 and 0 <= derived_seed(*parts, bits=63) < 2**63
+    for bad, says in ((lambda: derived_seed(), "at least one"), (lambda: derived_seed(1, -2), "non-negative"),
+                      (lambda: derived_seed(1, bits=32), "31- or 63-bit")):
+        with pytest.raises(VesselfieldError, match=says):
+            bad()
 
 
 def test_csv_log_appends_and_rewrites_with_the_union_of_columns(tmp_path):

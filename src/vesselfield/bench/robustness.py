@@ -24,10 +24,11 @@ set of shapes:
 Fits run here or in spawned processes with one torch thread each
 (:func:`vesselfield.bench.harness.run_tasks`). Results go to ``out_dir``: ``results.csv`` (one row
 per fit, rewritten atomically after every fit, so a killed study resumes where it stopped: fits
-already there without an error are skipped, failed ones are retried), ``summary.md`` (median and
-IQR per shape and count; date, machine, torch version, command) and the box plots
-``boxplot_dice.png`` and ``boxplot_asd.png``
-(:func:`~vesselfield.report.implicit_vessel.figure_robustness_boxplot`).
+already there without an error are skipped, failed ones are retried), ``settings.json`` (what
+every fit of the folder was run with: :func:`study_settings`; a run with other settings is
+refused, so one folder never mixes them), ``summary.md`` (median and IQR per shape and count;
+date, machine, torch version, command) and the box plots ``boxplot_dice.png`` and
+``boxplot_asd.png`` (:func:`~vesselfield.report.implicit_vessel.figure_robustness_boxplot`).
 
 Shape builders: :func:`shape_from_mesh` (reference by voxelising the mesh),
 :func:`shape_vmtk_aorta` (vmtk's final level set < 0), :func:`shape_simvascular_aortoiliac`,
@@ -50,6 +51,7 @@ import numpy as np
 from vesselfield.bench import harness
 from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
+from vesselfield.io.run_folder import strict_json, write_json
 from vesselfield.training.checkpoint import derived_seed  # 31-bit; the sample seeds of results.csv
 
 #: The paper's point counts (Alblas et al. 2022, Fig. 3).
@@ -67,6 +69,11 @@ _COLUMN_TYPES = {"n_points": int, "repeat": int, "sample_seed": int, "dice": flo
 #: Names :func:`resolve_shapes` knows besides mesh files and ``aaa:SEED[:SURFACE]``.
 NAMED_SHAPES = ("vmtk-aorta", "simvascular")
 _MESH_SUFFIXES = (".stl", ".ply", ".obj", ".vtp")
+#: The study's settings in its output folder (:func:`study_settings`).
+SETTINGS_NAME = "settings.json"
+#: Settings a resumed study may change: more point counts or repeats (the folder keeps the union
+#: of the counts and the largest number of repeats), and any number of worker processes.
+GROWING_SETTINGS = ("counts", "repeats", "workers")
 
 
 class StudyShape(NamedTuple):
@@ -372,6 +379,74 @@ def _default_command(shapes, counts, repeats, out_dir, preset, iterations, worke
     return reproducing_command(words)
 
 
+# ============================================================================== settings
+def study_settings(config, *, seed: int, n_held_out: int, spacing_mm: float | None, normals: bool,
+                   counts: Sequence[int], repeats: int, workers: int) -> dict:
+    """What ``settings.json`` records: everything that decides a fit's result, and the study's size.
+
+    ``config`` is the fit's :class:`~vesselfield.methods.implicit_vessel.ImplicitVesselConfig`
+    (all its fields; each fit replaces its ``seed`` by the sample seed); ``seed`` the study's base
+    seed, ``n_held_out`` the ASD's held-out points, ``spacing_mm`` the ASD mesh grid (None: the
+    reference grid), ``normals`` whether the mesh normals are fitted; ``counts``, ``repeats`` and
+    ``workers`` (:data:`GROWING_SETTINGS`) may differ on resume.
+    """
+    from vesselfield.config import config_to_dict
+
+    return {"config": config_to_dict(config), "seed": int(seed), "n_held_out": int(n_held_out),
+            "spacing_mm": None if spacing_mm is None else float(spacing_mm), "normals": bool(normals),
+            "counts": sorted(int(c) for c in counts), "repeats": int(repeats), "workers": int(workers)}
+
+
+def _setting_differences(old: dict, new: dict) -> list[str]:
+    """``"name old -> new"`` for each setting of ``new`` that ``old`` records with another value
+    (settings ``old`` does not record, e.g. a config field added since, are not compared)."""
+    out = []
+    for key, value in new.items():
+        if key in GROWING_SETTINGS or key not in old:
+            continue
+        if key == "config":
+            saved = old["config"] if isinstance(old["config"], dict) else {}
+            out += [f"{'config seed' if k == 'seed' else k} {saved[k]!r} -> {v!r}" for k, v in value.items()
+                    if k in saved and saved[k] != v]
+        elif old[key] != value:
+            out.append(f"{key} {old[key]!r} -> {value!r}")
+    return out
+
+
+def resumed_settings(path, settings: dict) -> dict:
+    """The settings to record in a folder whose ``settings.json`` is ``path`` (absent: ``settings``).
+
+    Returns ``settings`` with the counts made the union of the recorded and the new ones and the
+    repeats the larger number.
+
+    Raises:
+        VesselfieldError: the file is not readable JSON, or it records other settings (the first
+            differences are named): an earlier run's fits would be mixed with this run's.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return settings
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VesselfieldError(f"{path} is not readable JSON ({type(exc).__name__}): fix or remove it") from None
+    if not isinstance(old, dict):
+        raise VesselfieldError(f"{path} does not hold a study's settings")
+    # Compare what would be written (strict JSON: tuples as lists, NaN as null) with what was.
+    new = json.loads(strict_json(settings))
+    differences = _setting_differences(old, new)
+    if differences:
+        raise VesselfieldError(f"{path.parent} holds a study run with other settings ({', '.join(differences[:3])}"
+                               f"{', ...' if len(differences) > 3 else ''}): resume with the same settings or use "
+                               "another output folder")
+    counts = old.get("counts") if isinstance(old.get("counts"), list) else []
+    repeats = old.get("repeats") if isinstance(old.get("repeats"), int) else 0
+    return {**new, "counts": sorted({int(c) for c in counts} | set(new["counts"])),
+            "repeats": max(int(repeats), new["repeats"])}
+
+
 # ================================================================================= study
 def check_study_args(counts=None, repeats=None, n_held_out=None, workers=None) -> list[int] | None:
     """The distinct point counts, ascending; one-line errors for counts < 10, repeats < 1, ...
@@ -422,7 +497,9 @@ def run_robustness_study(
         n_held_out: held-out surface points per fit for the ASD.
         spacing_mm: isotropic voxel size of the grid on which the predicted SDF is meshed for the
             ASD (default: the reference grid).
-        out_dir: folder for ``results.csv``, ``summary.md`` and the box plots.
+        out_dir: folder for ``results.csv``, ``settings.json``, ``summary.md`` and the box plots;
+            a folder holding a study run with other settings (:func:`study_settings`; all but
+            the counts, repeats and workers) is refused.
         workers: fits run in parallel in this many processes (one torch thread each).
         seed: base seed; fit (shape, count, repeat) samples with ``derived_seed(seed, count, repeat)``.
         device: ``cpu``, ``cuda`` or ``auto``.
@@ -456,13 +533,19 @@ def run_robustness_study(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
+    settings_path = out / SETTINGS_NAME
+    settings = resumed_settings(settings_path, study_settings(
+        config, seed=seed, n_held_out=n_held_out, spacing_mm=spacing_mm, normals=normals, counts=counts,
+        repeats=repeats, workers=workers))
     rows = read_results(csv_path)  # an earlier run's, to resume
+    # Folders written before settings.json: at least the preset and the normals must match.
     wanted = {"preset": config.preset, "normals": "yes" if normals else "no"}
     for row in rows:
         for column, value in wanted.items():
             if row[column] not in ("", value):
                 raise VesselfieldError(f"{csv_path} holds fits with {column} {row[column]!r}, not {value!r}: "
                                        "resume with the same settings or use another output folder")
+    write_json(settings_path, settings)
     # Rows are kept in shape order (earlier runs' shapes first, then this run's, as given), count
     # and repeat: a study extended by another run keeps its table and figure order.
     shape_order = list(dict.fromkeys([r["shape"] for r in rows] + [s.name for s in shapes]))

@@ -60,6 +60,7 @@ __all__ = [
     "PAPER_METHODS",
     "TABLE_COLUMNS",
     "Case",
+    "XrayBenchmarkResult",
     "XrayTask",
     "reconstruct_and_evaluate",
     "resolve_cases",
@@ -471,7 +472,9 @@ def _methods_list(methods) -> list[str]:
     return methods
 
 
-def _build_config(make_config: Callable, method: str, preset: str, overrides: dict):
+def _build_config(make_config: Callable, method: str, preset: str | None, overrides: dict):
+    # The config checks the values; here only that a field exists, for make_config callables
+    # that would not say so themselves.
     base = make_config(method, preset)
     if dataclasses.is_dataclass(base):
         names = {f.name for f in dataclasses.fields(base)}
@@ -482,7 +485,11 @@ def _build_config(make_config: Callable, method: str, preset: str, overrides: di
 
 
 def _merged_overrides(overrides: dict | None, iterations, time_limit_s, seed) -> dict:
-    """``overrides`` with the dedicated options; the same field given twice differently is an error."""
+    """``overrides`` with the dedicated options; the same field given twice differently is an error.
+
+    The values are not checked here: the method's config checks them (one place), when
+    :func:`_build_config` makes it.
+    """
     merged = dict(overrides or {})
     for name, value, flag in (("iterations", iterations, "--iterations"),
                               ("time_limit_s", time_limit_s, "--time-limit"), ("seed", seed, "--seed")):
@@ -519,12 +526,32 @@ def _command(cases, methods, out_dir, options: dict, overrides: dict) -> str:
     return reproducing_command(words)
 
 
+@dataclass
+class XrayBenchmarkResult:
+    """What :func:`run_xray_benchmark` returns.
+
+    Attributes:
+        rows: one dict per case x method (cases in order, then methods in the order given) with
+            the keys of :data:`CSV_COLUMNS`: status ``"ok"`` or ``"failed"`` (``error`` one line,
+            metrics None); what ``results.csv`` holds.
+        summary: the markdown text of ``summary.md`` (:func:`summary_markdown` with the run's
+            header), as written.
+        results_path: ``out_dir/results.csv``.
+        summary_path: ``out_dir/summary.md``.
+    """
+
+    rows: list
+    summary: str
+    results_path: Path
+    summary_path: Path
+
+
 def run_xray_benchmark(
     cases,
     methods,
     out_dir,
     *,
-    preset: str = "cpu",
+    preset: str | None = None,
     masks_only: bool = False,
     workers: int = 1,
     ray_address: str | None = None,
@@ -538,8 +565,8 @@ def run_xray_benchmark(
     make_config: Callable | None = None,
     command: str | None = None,
     overrides: dict | None = None,
-) -> list[dict]:
-    """Run every case x method, write ``out_dir/results.csv`` and ``out_dir/summary.md``, return the rows.
+) -> XrayBenchmarkResult:
+    """Run every case x method, write ``out_dir/results.csv`` and ``out_dir/summary.md``.
 
     Args:
         cases: a spec for :func:`resolve_cases` (folder, volume file, ``"phantom:left:0-4,right:0-4"``,
@@ -547,7 +574,8 @@ def run_xray_benchmark(
         methods: method names (a list, or one string separated by commas/spaces; ``"all"`` is the
             four of :data:`PAPER_METHODS`).
         out_dir: output folder (layout in the module docstring); reruns resume in it.
-        preset: ``"cpu"`` or ``"gpu"`` preset of each method's config.
+        preset: ``"cpu"`` or ``"gpu"`` preset of each method's config; None: the config's own
+            default (``make_config(method, None)``).
         masks_only: simulate binary masks instead of line integrals (``kind="mask"``).
         workers: 1 runs the jobs one after another in this process; N > 1 in N spawned processes,
             each with ``torch.set_num_threads(max(1, cpus // N))``, the jobs round-robin over
@@ -557,8 +585,8 @@ def run_xray_benchmark(
             vesselfield on every node; ``out_dir`` (and the case files) should be on a file system
             every node sees. results.csv and summary.md are written here.
         iterations, time_limit_s, seed: config fields set on every method's config when given
-            (the CLI's ``--iterations``, ``--time-limit``, ``--seed``); a config without such a
-            field is an error.
+            (the CLI's ``--iterations``, ``--time-limit``, ``--seed``), checked by the config; a
+            config without such a field is an error.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the projector and the method.
         geometry: a :class:`~vesselfield.geometry.Geometry` or a geometry JSON path; default
             :func:`~vesselfield.geometry.default_geometry` (the papers' two views, 128³ x 0.8 mm).
@@ -566,9 +594,10 @@ def run_xray_benchmark(
             :func:`vesselfield.methods.sdf_car.reconstruct_xray` (the default, imported inside the
             worker); with workers > 1 or Ray it must be picklable (a module-level function).
         progress: a progress bar on stderr.
-        make_config: ``make_config(method, preset, **overrides)`` -> config; default
-            :func:`vesselfield.methods.sdf_car.xray_config`. Called here, before any job runs, so an
-            unknown method, preset or field fails at once.
+        make_config: ``make_config(method, preset, **overrides)`` -> config (``preset`` None: the
+            config's default); default :func:`vesselfield.methods.sdf_car.xray_config`. Called
+            here, before any job runs, so an unknown method, preset, field or a bad value fails
+            at once.
         command: the command line for the summary header; default, the equivalent CLI call
             (:func:`vesselfield.io.run_folder.reproducing_command`).
         overrides: config fields set on every method's config (the CLI's ``--set field=value``;
@@ -576,21 +605,17 @@ def run_xray_benchmark(
             ``time_limit_s`` or ``seed`` with another value is an error.
 
     Returns:
-        One dict per case x method (cases in order, then methods in the order given) with the keys
-        of :data:`CSV_COLUMNS`: status ``"ok"`` or ``"failed"`` (``error`` one line, metrics None).
+        :class:`XrayBenchmarkResult`: the rows and the summary's text (nothing is read back).
     """
     methods = _methods_list(methods)
-    if time_limit_s is not None and not (float(time_limit_s) > 0):
-        raise VesselfieldError(f"time_limit_s must be positive, got {time_limit_s!r}")
-    if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
-        raise VesselfieldError(f"iterations must be a positive integer, got {iterations!r}")
     geometry_obj = _resolve_geometry(geometry)
     case_list = resolve_cases(cases, geometry_obj)
     if make_config is None:
         from vesselfield.methods.sdf_car import xray_config as make_config
-    fields = _merged_overrides(overrides, iterations, None if time_limit_s is None else float(time_limit_s),
-                               None if seed is None else int(seed))
+    fields = _merged_overrides(overrides, iterations, time_limit_s, seed)
     configs = {m: _build_config(make_config, m, preset, fields) for m in methods}
+    # The preset each config ended with (None asks for the config's default).
+    presets = {m: getattr(c, "preset", preset) for m, c in configs.items()}
     machine = harness.machine_description(device, ray_address)  # also rejects a CUDA device that is not there
     out_dir = Path(out_dir)
 
@@ -598,7 +623,7 @@ def run_xray_benchmark(
     for case in case_list:
         for method in methods:
             fingerprint = harness.settings_fingerprint({
-                "case": case, "method": method, "preset": preset, "masks_only": bool(masks_only),
+                "case": case, "method": method, "preset": presets[method], "masks_only": bool(masks_only),
                 "config": configs[method], "geometry": geometry_obj.to_dict()})
             task = XrayTask(case=case, geometry=geometry_obj, config=configs[method], masks_only=bool(masks_only),
                             reconstruct=reconstruct)
@@ -620,8 +645,12 @@ def run_xray_benchmark(
             "--geometry": geometry if isinstance(geometry, (str, os.PathLike)) else None,
             "--seed": seed}, dict(overrides or {}))
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    header = (f"date {date}; machine {machine}; preset {preset}; input {kind}; "
+    preset_text = ", ".join(str(p) for p in dict.fromkeys(presets.values()))
+    header = (f"date {date}; machine {machine}; preset {preset_text}; input {kind}; "
               f"{_plural(len(case_list), 'case')} x {_plural(len(methods), 'method')}; command: `{command}`")
-    harness.write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
-    write_text_atomic(out_dir / "summary.md", summary_markdown(rows, header=header, methods=methods))
-    return rows
+    summary = summary_markdown(rows, header=header, methods=methods)
+    result = XrayBenchmarkResult(rows=rows, summary=summary, results_path=out_dir / "results.csv",
+                                 summary_path=out_dir / "summary.md")
+    harness.write_csv(result.results_path, rows, CSV_COLUMNS)
+    write_text_atomic(result.summary_path, summary)
+    return result

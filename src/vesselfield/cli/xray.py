@@ -120,14 +120,15 @@ def benchmark_xray_cmd(
     for name in ("method", "preset"):
         if name in overrides:
             raise VesselfieldError(f"--set {name}=... is not for a benchmark: use --{name}s / --preset")
-    rows = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out,
-                              preset=preset, masks_only=masks_only, workers=workers, ray_address=ray_address,
-                              device=device, geometry=geometry, progress=not quiet, command=command_line(),
-                              overrides=overrides)
+    result = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out,
+                                preset=preset, masks_only=masks_only, workers=workers, ray_address=ray_address,
+                                device=device, geometry=geometry, progress=not quiet, command=command_line(),
+                                overrides=overrides)
+    rows = result.rows
     failed = [r for r in rows if r.get("status") != "ok"]
-    typer.echo((out / "summary.md").read_text())
+    typer.echo(result.summary)
     for r in failed:
         typer.echo(f"failed: {r.get('case')} / {r.get('method')}: {r.get('error')}", err=True)
-    typer.echo(f"wrote {out / 'results.csv'}\nwrote {out / 'summary.md'}")
+    typer.echo(f"wrote {result.results_path}\nwrote {result.summary_path}")
     if failed and len(failed) == len(rows):
         raise VesselfieldError("every case failed")

@@ -257,7 +257,7 @@ class ReportPage:
         ], numeric=(1,))
 
     def add_figure(self, png, alt: str, caption: str, *, heading: str | None = None) -> ReportPage:
-        """A PNG figure (see :func:`embedded_figure`) embedded in the page under a heading (default: ``alt`` capitalised)."""
+        """A PNG figure (see :func:`embedded_figure`) under a heading (default: ``alt`` capitalised)."""
         self.add_heading(heading if heading is not None else alt[:1].upper() + alt[1:])
         self._parts.append(embedded_figure(png, alt, caption))
         return self

@@ -129,6 +129,19 @@ class DistributedContext:
         dist.broadcast(tensor, src=0)
         return float(tensor.item())
 
+    def share(self, value):
+        """Rank 0's ``value`` (a small picklable object, e.g. a dict of floats) on every process.
+
+        Every process must call it; what the others pass is ignored.
+        """
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
     def decide(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every process (rank 0 decides, e.g. whether the time limit is reached)."""
         return self.from_main(1.0 if flag else 0.0) > 0.5

@@ -7,7 +7,10 @@ and a point decoder) supply three things and call :func:`train`:
 - an objective ``objective(model, batch) -> (loss, {term: float})``: ``loss`` is the scalar
   tensor that is minimised (the mean over the batch's samples), the terms are what the log
   shows (a bare loss tensor is accepted too);
-- optionally validation metrics ``metrics(model, batch) -> {name: float}`` (batch means).
+- optionally validation metrics ``metrics(model, batch) -> {name: float}`` (batch means);
+- optionally a whole-model evaluation ``evaluate(model) -> {name: float}``, called once per epoch
+  (volume-level metrics that batch means cannot give, e.g. the Dice of whole validation volumes
+  segmented by a sliding window, which can then choose ``best.pt``).
 
 and the data: a map-style dataset (``__len__`` and ``__getitem__``; a ``Subset``, a list, ...)
 and either a validation dataset or :attr:`TrainerConfig.val_fraction`, which holds out a seeded
@@ -17,11 +20,14 @@ part of the training data (:func:`split_indices`). :func:`train` then, for each 
    (``DistributedSampler(seed=seed).set_epoch(epoch)``; one process is ``num_replicas=1``),
    with ``torch.autocast`` + ``GradScaler`` on CUDA when ``amp`` is on;
 2. evaluates the objective and the metrics on the validation data (``model.eval()``,
-   ``torch.no_grad()``), means over samples;
+   ``torch.no_grad()``), means over samples; then calls ``evaluate(model)`` when given, on
+   rank 0 only, also under ``model.eval()`` and ``torch.no_grad()`` (its values are sent to the
+   other processes, so every process sees the same row and monitored value);
 3. appends one row to ``log.csv``: ``epoch`` (from 0), ``step`` (optimiser steps so far),
    ``train_loss`` and ``train_<term>`` (sample means over the epoch), ``val_loss``,
-   ``val_<term>`` and ``val_<metric>``, ``lr`` (the first parameter group's learning rate
-   during the epoch) and ``time_s`` (seconds since the run started, summed over resumed calls);
+   ``val_<term>`` and ``val_<metric>``, ``val_<name>`` of ``evaluate``, ``lr`` (the first
+   parameter group's learning rate during the epoch) and ``time_s`` (seconds since the run
+   started, summed over resumed calls);
 4. writes ``best.pt`` when the monitored column improved and ``last.pt`` every
    ``checkpoint_every`` epochs and whenever it stops.
 
@@ -246,6 +252,19 @@ def _split_output(out, where: str):
     return loss.reshape(()), {str(k): float(v) for k, v in dict(terms).items()}
 
 
+def _float_values(values, where: str) -> dict[str, float]:
+    """``{str(name): float(value)}`` of what a metrics function returned (one-line errors)."""
+    if not isinstance(values, Mapping):
+        raise VesselfieldError(f"{where} must return {{name: float}}, got {type(values).__name__}")
+    out = {}
+    for k, v in values.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise VesselfieldError(f"{where} must return {{name: float}}: {k!r} is {type(v).__name__}") from None
+    return out
+
+
 def _to_device(batch, device):
     """``batch`` (tensors, possibly in dicts, lists and tuples) on ``device``."""
     import torch
@@ -309,6 +328,7 @@ def train(
     *,
     val_data=None,
     metrics: Callable[[Any, Any], Mapping[str, float]] | None = None,
+    evaluate: Callable[[Any], Mapping[str, float]] | None = None,
     optimizer=None,
     scheduler=None,
     scheduler_interval: Literal["epoch", "batch"] = "epoch",
@@ -339,6 +359,12 @@ def train(
             (:func:`split_indices`) or, with ``val_fraction = 0``, validates nothing.
         metrics: ``metrics(model, batch) -> {name: float}`` batch means, logged as
             ``val_<name>`` (names must differ from the objective's terms).
+        evaluate: ``evaluate(model) -> {name: float}``, called once per epoch after the batch
+            validation (also without validation data), on rank 0 only, with the plain model
+            under ``model.eval()`` and ``torch.no_grad()`` (not under autocast); for values that
+            need the whole model rather than batch means (e.g. sliding-window Dice of whole
+            volumes). Logged as ``val_<name>`` (names must differ from the other columns) and
+            usable as ``config.monitor``; under torchrun the values are broadcast from rank 0.
         optimizer: built over ``model.parameters()`` by the caller; default
             ``AdamW(lr=config.learning_rate, weight_decay=config.weight_decay)``.
         scheduler: optional learning-rate scheduler, stepped after every epoch
@@ -372,7 +398,7 @@ def train(
     dev = _process_device(device, world_size, local_rank)
     ctx = DistributedContext.start(dev)
     try:
-        result = _train(model, objective, train_data, Path(out_dir), config, val_data, metrics, optimizer,
+        result = _train(model, objective, train_data, Path(out_dir), config, val_data, metrics, evaluate, optimizer,
                         scheduler, scheduler_interval, collate_fn, dev, ctx, resume, progress, description, extra,
                         on_epoch_end, find_unused_parameters)
         ctx.barrier()  # every process returns once rank 0's files are written
@@ -422,7 +448,7 @@ def _restore(path: Path, objects: dict, scaler, config: TrainerConfig, ctx: Dist
     return progress, unpack_rows(loop["rows"])
 
 
-def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_data, metrics, optimizer,
+def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_data, metrics, evaluate, optimizer,
            scheduler, scheduler_interval, collate_fn, dev, ctx: DistributedContext, resume, progress, description,
            extra, on_epoch_end, find_unused_parameters) -> TrainResult:
     import torch
@@ -434,9 +460,9 @@ def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_d
     train_set, val_set = _datasets(train_data, val_data, config)
     if len(train_set) == 0:
         raise VesselfieldError("the training data is empty")
-    if val_set is None and config.monitor.startswith("val_"):
+    if val_set is None and config.monitor.startswith("val_") and (evaluate is None or config.monitor == "val_loss"):
         raise VesselfieldError(f"monitor {config.monitor} needs validation data: pass val_data, set val_fraction > 0, "
-                               "or monitor train_loss")
+                               "or monitor train_loss" + ("" if evaluate is None else " or a value of evaluate"))
     if val_set is not None and len(val_set) < ctx.world_size:
         raise VesselfieldError(f"{len(val_set)} validation samples for {ctx.world_size} processes: each needs one")
     samples_per_process = math.ceil(len(train_set) / ctx.world_size)  # DistributedSampler pads to this
@@ -560,7 +586,7 @@ def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_d
                     loss, terms = _split_output(objective(model, batch), "validation")
                     values = {"loss": float(loss), **terms}
                     if metrics is not None:
-                        extra_values = {str(k): float(v) for k, v in dict(metrics(model, batch)).items()}
+                        extra_values = _float_values(metrics(model, batch), "metrics")
                         clash = sorted(set(extra_values) & set(values))
                         if clash:
                             raise VesselfieldError(f"validation metric {clash[0]} has the name of an objective term")
@@ -568,6 +594,30 @@ def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_d
                 _add(sums, values, _batch_length(batch))
         model.train()
         return {f"val_{k}": s / w for k, (s, w) in ctx.sum_values(sums).items()}
+
+    def evaluate_model(row: dict) -> dict:
+        """``{val_<name>: value}`` of ``evaluate(model)``, computed on rank 0 and the same on every process."""
+        outcome, error = None, None
+        if ctx.is_main:
+            model.eval()
+            try:
+                with torch.no_grad():
+                    outcome = {f"val_{k}": v for k, v in _float_values(evaluate(model), "evaluate").items()}
+            except Exception as exc:  # the other processes wait for the values: tell them first
+                error = exc
+                outcome = f"{type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0][:200]
+            finally:
+                model.train()
+        outcome = ctx.share(outcome)
+        if error is not None:
+            raise error
+        if isinstance(outcome, str):
+            raise VesselfieldError(f"evaluate failed on rank 0 in epoch {state.epoch}: {outcome}")
+        clash = sorted(set(outcome) & set(row))
+        if clash:
+            raise VesselfieldError(f"evaluate's value {clash[0][4:]} gives column {clash[0]}, which the epoch "
+                                   "rows already have (an objective term or a metric)")
+        return outcome
 
     stopped_by = "epochs"
     saved_at = (state.epoch, state.batch) if resume else None
@@ -586,6 +636,8 @@ def _train(model, objective, train_data, out: Path, config: TrainerConfig, val_d
             row.update({f"train_{k}": s / w for k, (s, w) in train_sums.items()})
             if val_set is not None:
                 row.update(validate())
+            if evaluate is not None:
+                row.update(evaluate_model(row))
             row.update({"lr": lr, "time_s": round(ctx.from_main(elapsed_before + _clock() - t0), 4)})
             if config.monitor not in row:
                 raise VesselfieldError(f"monitor {config.monitor} is not a column of the epoch rows ("
