@@ -87,6 +87,14 @@ def test_cli_fit_points_contract_resume_and_refusals(tmp_path, capsys):
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert config_from_dict(stored["config"]) == inr_config("fast", iterations=100)
     assert "fit points" in stored["command"] and stored["inputs"]["use_normals"]
+    # The recorded command (--set words for the config, the job's own flags) reruns the fit exactly.
+    import shlex
+
+    words = shlex.split(stored["command"])
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    assert main(words[1:] + ["--quiet"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    np.testing.assert_array_equal(load_volume(tmp_path / "again" / "sdf.nii.gz")[0], sdf)
     assert len((out / "log.csv").read_text().splitlines()) == 101
     model = ImplicitVesselModel.load(out)
     # Near the surface the SDF is a distance in mm (deep inside, 100 iterations do not get there).

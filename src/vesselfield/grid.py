@@ -180,14 +180,18 @@ class VolumeGrid:
             raise VesselfieldError(f"{what} has shape {tuple(array.shape)}, grid has {self.shape}")
 
 
+#: Default margin of :func:`grid_over_box`, in voxels on every side.
+DEFAULT_MARGIN_VOXELS = 5
+
+
 def grid_over_box(bounds_mm, spacing_mm: float = 1.0, margin_mm: float | None = None, *,
                   max_voxels: int = 512 ** 3) -> VolumeGrid:
     """An isotropic grid over the box ``bounds_mm`` ((2, 3): lo, hi; mm) plus ``margin_mm`` on every
-    side (default 5 spacings); at most ``max_voxels`` voxels (a one-line error otherwise)."""
+    side (default :data:`DEFAULT_MARGIN_VOXELS` spacings); at most ``max_voxels`` voxels (a one-line error otherwise)."""
     spacing_mm = float(spacing_mm)
     if not (math.isfinite(spacing_mm) and spacing_mm > 0):
         raise VesselfieldError(f"spacing must be a positive number of mm, got {spacing_mm}")
-    margin = 5 * spacing_mm if margin_mm is None else float(margin_mm)
+    margin = DEFAULT_MARGIN_VOXELS * spacing_mm if margin_mm is None else float(margin_mm)
     lo, hi = np.asarray(bounds_mm, dtype=np.float64)
     shape = np.ceil((hi - lo + 2 * margin) / spacing_mm).astype(int) + 1
     if int(np.prod(shape)) > int(max_voxels):

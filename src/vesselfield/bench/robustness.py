@@ -472,7 +472,7 @@ def run_robustness_study(
     *,
     counts: Sequence[int] = PAPER_COUNTS,
     repeats: int = 20,
-    preset: str = "fast",
+    preset: str | None = None,
     iterations: int | None = None,
     n_held_out: int = 2000,
     spacing_mm: float | None = None,
@@ -492,7 +492,8 @@ def run_robustness_study(
         shapes: :class:`StudyShape` objects or ``(name, mesh, reference, grid)`` tuples.
         counts: points per fit (each >= 10); the paper's 100-1000 by default.
         repeats: fits per (shape, count), each with fresh points and initialisation (paper: 20).
-        preset: :func:`~vesselfield.methods.implicit_vessel.inr_config` preset, ``fast`` or ``paper``.
+        preset: :func:`~vesselfield.methods.implicit_vessel.inr_config` preset, ``fast`` or ``paper``
+            (None: the config's default).
         iterations: override the preset's iterations.
         n_held_out: held-out surface points per fit for the ASD.
         spacing_mm: isotropic voxel size of the grid on which the predicted SDF is meshed for the
@@ -593,8 +594,8 @@ def run_robustness_study(
                 f"{int(repeats)} repeat(s), {int(n_held_out)} held-out points, seed {int(seed)}, "
                 f"{int(workers)} worker(s), {'with the mesh normals' if normals else 'no normals'}"
                 + "".join(f", {k}={v}" for k, v in (config_overrides or {}).items()))
-    command = command or _default_command(shapes, counts, repeats, out, preset, iterations, workers, seed, normals,
-                                          n_held_out, device, config_overrides)
+    command = command or _default_command(shapes, counts, repeats, out, config.preset, iterations, workers, seed,
+                                          normals, n_held_out, device, config_overrides)
     write_study_report(rows, out, settings=settings, device=device, command=command)
     return rows
 

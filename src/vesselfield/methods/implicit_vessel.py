@@ -38,7 +38,7 @@ import numpy as np
 
 from vesselfield.config import build_config, check_numbers
 from vesselfield.errors import VesselfieldError
-from vesselfield.grid import VolumeGrid, grid_over_box
+from vesselfield.grid import DEFAULT_MARGIN_VOXELS, VolumeGrid, grid_over_box
 from vesselfield.io.torch_files import load_tensors, save_tensors
 
 __all__ = [
@@ -202,7 +202,7 @@ class BlendConfig:
     spacing_mm: float = 0.5
     """Voxel size in mm of the blended SDF volume and of its mesh."""
     margin_mm: float | None = None
-    """Margin around the models' boxes in mm. None: 5 voxels + k_mm."""
+    """Margin around the models' boxes in mm. None: grid.DEFAULT_MARGIN_VOXELS voxels + k_mm."""
     surface: str | None = None
     """The surface to use of multi-surface (nested) models (a name from their fit). None: the only one."""
 
@@ -210,7 +210,7 @@ class BlendConfig:
         check_numbers(self, positive=("spacing_mm",), non_negative=("k_mm", "margin_mm"),
                       flags={"k_mm": "--k", "spacing_mm": "--spacing"})
         if self.margin_mm is None:
-            self.margin_mm = 5 * float(self.spacing_mm) + float(self.k_mm)
+            self.margin_mm = DEFAULT_MARGIN_VOXELS * float(self.spacing_mm) + float(self.k_mm)
 
 
 # ------------------------------------------------------------------------------ input checks
