@@ -107,14 +107,13 @@ def reconstruct_xray_files(
         The :class:`RunSummary`; ``objects["result"]`` is the :class:`~vesselfield.methods.sdf_car.XrayResult`.
     """
     from vesselfield.geometry import load_geometry
-    from vesselfield.methods.sdf_car import check_views
 
     if (projections is None) == (masks is None) or not (projections or masks):
         raise VesselfieldError("give either --projections or --masks (one file per view)")
     kind = "mask" if masks else "line_integral"
     view_paths = [Path(p) for p in (masks or projections)]
     geometry = load_geometry(geometry_path)
-    views = check_views(geometry, load_views(view_paths, kind), kind)
+    views = load_views(view_paths, kind)  # checked against the geometry by reconstruct_xray_run
     gt = _load_gt(gt_path, geometry_path, geometry.volume) if gt_path is not None else None
     inputs = {
         "geometry": str(Path(geometry_path).resolve()),
