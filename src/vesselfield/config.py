@@ -239,15 +239,20 @@ def config_values(cls, values: Mapping[str, Any] | None = None, assignments: Ite
     """The checked field values that :func:`build_config` passes to ``cls``: the one place where a
     command's flags and its ``--set`` items are merged.
 
-    ``--set group.FIELD=VALUE`` sets a field of a nested config (e.g. ``trainer.epochs=50``); the
-    group's other fields keep the values given in ``values`` or the nested class's defaults.
+    ``--set group.FIELD=VALUE`` (or a ``values`` key ``"group.FIELD"``, for a flag such as
+    ``--epochs``) sets a field of a nested config (e.g. ``trainer.epochs=50``); the group's other
+    fields keep the values given in ``values`` or the outer class's default for the group.
     A field given both in ``values`` and by ``--set`` with different values is an error.
     """
     cls = _require_config_class(cls)
     types_ = _field_types(cls)
     given = {k: v for k, v in dict(values or {}).items() if v is not None}
-    checked = {k: parse_value(cls, k, v) for k, v in given.items()}
     groups: dict[str, list[str]] = {}
+    for k in [k for k in given if "." in k]:  # a flag that sets a nested field ({"trainer.epochs": 5})
+        parse_value(cls, k, given[k])
+        head, _, rest = k.partition(".")
+        groups.setdefault(head, []).append(f"{rest}={format_value(given.pop(k))}")
+    checked = {k: parse_value(cls, k, v) for k, v in given.items()}
     for name, text in parse_assignments(assignments).items():
         head, dot, rest = name.partition(".")
         if dot:
@@ -260,8 +265,21 @@ def config_values(cls, values: Mapping[str, Any] | None = None, assignments: Ite
         checked[name] = value
     for head, items in groups.items():
         base = checked.get(head)
-        start = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else {}
-        checked[head] = build_config(types_[head], start, items)
+        if dataclasses.is_dataclass(base):
+            start = dataclasses.asdict(base)
+        else:
+            # The group's default is the outer class's (its default_factory), not the nested
+            # class's own defaults: a method's trainer settings differ from TrainerConfig().
+            # Only the values where the two differ are carried, so that fields a nested preset
+            # fills in are filled again for the preset the items choose.
+            spec = {f.name: f for f in dataclasses.fields(cls)}[head]
+            outer = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+            start = {}
+            if dataclasses.is_dataclass(outer):
+                own = dataclasses.asdict(types_[head]())
+                start = {k: v for k, v in dataclasses.asdict(outer).items() if own.get(k) != v}
+        # The items override the group's starting values (they are not a second, conflicting flag).
+        checked[head] = build_config(types_[head], {**start, **config_values(types_[head], None, items)})
     return checked
 
 
@@ -367,14 +385,30 @@ def _is_int_type(tp) -> bool:
 
 
 def free_on_resume(config) -> frozenset:
-    """Fields of ``config`` that may change when a run is resumed (its class's ``free_on_resume``)."""
-    return frozenset(getattr(type(config), "free_on_resume", ()))
+    """Fields of ``config`` that may change when a run is resumed (its class's ``free_on_resume``),
+    with those of nested groups as ``group.field`` (``trainer.epochs``)."""
+    free = set(getattr(type(config), "free_on_resume", ()))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            free |= {f"{f.name}.{k}" for k in free_on_resume(value)}
+    return frozenset(free)
 
 
 def changed_fields(old: Mapping[str, Any], config, ignore: Sequence[str] = ()) -> list[str]:
-    """``"name old -> new"`` for every field of ``config`` whose value differs from ``old`` (a saved dict)."""
+    """``"name old -> new"`` for every field of ``config`` whose value differs from ``old`` (a saved dict);
+    fields of nested groups compare one by one, as ``group.field`` (also in ``ignore``)."""
     now = config_to_dict(config)
-    return [f"{k} {old[k]!r} -> {now[k]!r}" for k in now if k not in ignore and k in old and old[k] != now[k]]
+    out = []
+    for k in now:
+        if k in ignore or k not in old or old[k] == now[k]:
+            continue
+        if isinstance(now[k], dict) and isinstance(old[k], dict):
+            out += [f"{k}.{name} {old[k][name]!r} -> {value!r}" for name, value in now[k].items()
+                    if f"{k}.{name}" not in ignore and name in old[k] and old[k][name] != value]
+        else:
+            out.append(f"{k} {old[k]!r} -> {now[k]!r}")
+    return out
 
 
 def check_numbers(config, *, positive: Sequence[str] = (), non_negative: Sequence[str] = (),

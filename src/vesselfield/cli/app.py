@@ -43,7 +43,7 @@ app.add_typer(config_app, name="config")
 # Options that take several values after one flag (``--masks A.png B.png``); click options take
 # one value per flag, so main() rewrites ``--masks A B`` into ``--masks A --masks B``.
 MULTI_VALUE_OPTIONS = ("--projections", "--masks", "--methods", "--cases", "--surfaces", "--models", "--names",
-                       "--shapes", "--counts", "--set")
+                       "--shapes", "--counts", "--set", "--test-cases")
 
 # Options shared by several commands. Options that set a config field default to None: the
 # method's config class holds the default (`vesselfield config show NAME`).
@@ -61,8 +61,8 @@ TimeLimitOpt = typer.Option(None, "--time-limit", help="Stop after S seconds (ch
 
 def set_option(config_name: str):
     """The ``--set FIELD=VALUE ...`` option of a command whose method config is ``config_name``."""
-    return typer.Option(None, "--set", help=f"Set any field of the {config_name} config, e.g. --set seed=3 "
-                                            f"lambda_geo=0.5 (`vesselfield config show {config_name}` lists them).")
+    return typer.Option(None, "--set", help=f"Set any field of the {config_name} config, e.g. --set FIELD=VALUE "
+                                            f"GROUP.FIELD=VALUE (`vesselfield config show {config_name}` lists them).")
 
 
 def given(**values) -> dict:

@@ -14,11 +14,14 @@ CONFIGS = {
     "sdf-car": ("vesselfield.methods.sdf_car", "SdfCarConfig"),
     "implicit-vessel": ("vesselfield.methods.implicit_vessel", "ImplicitVesselConfig"),
     "blend": ("vesselfield.methods.implicit_vessel", "BlendConfig"),
+    "vessel-sdf": ("vesselfield.methods.vessel_sdf", "VesselSdfConfig"),
     "trainer": ("vesselfield.training", "TrainerConfig"),
 }
 #: Other names users type for them (a method, a command).
 ALIASES = {"neca": "sdf-car", "occ-combined": "sdf-car", "sdf-occ": "sdf-car", "xray": "sdf-car",
-           "inr": "implicit-vessel", "fit": "implicit-vessel"}
+           "inr": "implicit-vessel", "fit": "implicit-vessel", "vesselsdf": "vessel-sdf", "train": "vessel-sdf",
+           "unet3d": "vessel-sdf", "attention-unet": "vessel-sdf", "direct-sdf": "vessel-sdf",
+           "vessel-sdf-no-gauss": "vessel-sdf"}
 
 
 def config_class(name: str):

@@ -199,3 +199,75 @@ def data_imagecas_cmd(
                                      min_component_voxels=min_component_voxels))
     typer.echo(summarize_cases(rows))
     typer.echo(f"wrote {dst / 'cases.csv'}")
+
+
+LabelOpt = typer.Option(None, "--label", help="Vessel class by name or number (default: the label named like "
+                                             "'vessel', else every non-zero label).")
+
+
+@data_app.command("sparsify")
+def data_sparsify_cmd(
+    src: Path = typer.Argument(..., help="Dense MSD / nnU-Net dataset folder (dataset.json, imagesTr/, labelsTr/)."),
+    out: Path = typer.Argument(..., help="New dataset folder (must not exist or be empty)."),
+    every: int = typer.Option(..., "--every", help="Keep every K-th axial (z) slice."),
+    offset: int = typer.Option(0, "--offset", help="First kept slice (0 <= O < K)."),
+    label: Optional[str] = LabelOpt,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Sparse axial slices of a dense dataset; the truth stays dense (sdfTr/ exact SDF, labelsDense/)."""
+    from vesselfield.datasets.msd import sparsify_dataset
+
+    echo_summary(sparsify_dataset(src, out, every, offset=offset, label=label, progress=not quiet))
+
+
+@data_app.command("export-nnunet")
+def data_export_nnunet_cmd(
+    src: Path = typer.Argument(..., help="MSD / nnU-Net dataset folder."),
+    out: Path = typer.Argument(..., help="nnUNet_raw folder: Dataset<ID>_<NAME>/ is created in it."),
+    label: Optional[str] = LabelOpt,
+    dataset_id: Optional[int] = typer.Option(None, "--dataset-id", help="nnU-Net dataset id, 1-999 (default 500)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: the source's)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Write a dataset in nnU-Net v2 raw format with a binary vessel label (a baseline for nnU-Net)."""
+    from vesselfield.datasets.msd import export_nnunet
+
+    echo_summary(export_nnunet(src, out, label=label, progress=not quiet,
+                               **given(dataset_id=dataset_id, name=name)))
+
+
+@data_app.command("synth-ct")
+def data_synth_ct_cmd(
+    kind: str = typer.Argument(..., help="phantoms (random tubes), hepatic (shared hepatic labels + synthetic CT) "
+                                         "or vmtk-aorta (real CT and level-set label)."),
+    out: Path = typer.Option(..., "--out", help="New dataset folder (MSD layout)."),
+    cases: Optional[int] = typer.Option(None, "--cases", help="Number of cases (phantoms; default 4)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (phantoms, hepatic; default 0)."),
+    inplane_factor: Optional[int] = typer.Option(None, "--inplane-factor", help="hepatic: merge F x F in-plane "
+                                                                                "voxels into one (default 1)."),
+    regions: Optional[int] = typer.Option(None, "--regions", help="vmtk-aorta: split along z into R cases "
+                                                                  "(default 1)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """CT datasets without downloads (MSD layout), for tests, demos and benchmarks."""
+    from vesselfield.errors import VesselfieldError
+
+    allowed = {"phantoms": {"cases", "seed"}, "hepatic": {"seed", "inplane_factor"}, "vmtk-aorta": {"regions"}}
+    if kind not in allowed:
+        raise VesselfieldError(f"unknown synthetic dataset {kind!r}: use phantoms, hepatic or vmtk-aorta")
+    options = given(cases=cases, seed=seed, inplane_factor=inplane_factor, regions=regions)
+    extra = sorted(set(options) - allowed[kind])
+    if extra:
+        shown = ", ".join("--" + e.replace("_", "-") for e in extra)
+        raise VesselfieldError(f"{shown} does not apply to synth-ct {kind}")
+    from vesselfield.datasets import synthetic_ct
+
+    if kind == "phantoms":
+        if "cases" in options:
+            options["n_cases"] = options.pop("cases")
+        summary = synthetic_ct.make_phantom_ct_dataset(out, progress=not quiet, **options)
+    elif kind == "hepatic":
+        summary = synthetic_ct.make_hepatic_ct_dataset(out, progress=not quiet, **options)
+    else:
+        summary = synthetic_ct.make_vmtk_aorta_dataset(out, progress=not quiet, **options)
+    echo_summary(summary)

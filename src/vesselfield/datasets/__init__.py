@@ -3,6 +3,11 @@
 - ImageCAS (coronary CT angiography labels): :func:`prepare_imagecas` splits every label volume
   into its left and right coronary trees and resamples each onto the NeCA / SDF-CAR grid
   (128^3 voxels of 0.8 mm); :func:`read_cases_csv` reads back the table it writes.
+- MSD / nnU-Net v2 raw layouts (:mod:`.msd`): :func:`read_msd_dataset`, :func:`load_case`,
+  :func:`sparsify_dataset` (sparse axial slices, dense SDF truth), :func:`export_nnunet`,
+  :func:`write_msd_dataset`.
+- CT datasets without downloads (:mod:`.synthetic_ct`): :func:`make_phantom_ct_dataset`,
+  :func:`make_hepatic_ct_dataset`, :func:`make_vmtk_aorta_dataset`.
 
 Importing this package imports no dataset module; each loads on first use.
 """
@@ -18,6 +23,20 @@ _EXPORTS = {
     "read_cases_csv": "imagecas",
     "split_coronary_trees": "imagecas",
     "summarize_cases": "imagecas",
+    "CaseVolumes": "msd",
+    "LoadedCase": "msd",
+    "MsdCase": "msd",
+    "MsdDataset": "msd",
+    "choose_label": "msd",
+    "export_nnunet": "msd",
+    "load_case": "msd",
+    "load_dense_mask": "msd",
+    "read_msd_dataset": "msd",
+    "sparsify_dataset": "msd",
+    "write_msd_dataset": "msd",
+    "make_hepatic_ct_dataset": "synthetic_ct",
+    "make_phantom_ct_dataset": "synthetic_ct",
+    "make_vmtk_aorta_dataset": "synthetic_ct",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -276,3 +276,56 @@ def save_volume(path, array, grid: VolumeGrid) -> None:
         _save_nifti(path, array, grid)
     else:
         _save_itk(path, array, grid)
+
+
+def save_volume_like(path, array, grid: VolumeGrid, reference) -> bool:
+    """Write ``array`` (on ``grid``, as :func:`load_volume` read ``reference``) with ``reference``'s own header.
+
+    Outputs that other tools overlay on the input (a predicted SDF or occupancy over the CT)
+    should have the input's shape and voxel-to-world matrix, not just the same world geometry:
+    for a NIfTI reference the array is put back into the file's voxel order (the flips and axis
+    order :func:`axis_aligned` undid) and written with the reference's affine, qform and sform.
+    Other formats, or an oblique reference (which was resampled on reading), are written with
+    :func:`save_volume` on ``grid``.
+
+    Returns:
+        True when the reference's header was used.
+    """
+    import nibabel as nib
+
+    path, reference = Path(path), Path(reference)
+    array = np.asarray(array)
+    if volume_format(path) != "nifti" or volume_format(reference) != "nifti":
+        save_volume(path, array, grid)
+        return False
+    ref = nib.load(str(reference))
+    affine = np.asarray(ref.affine, dtype=np.float64)
+    linear = _LPS_FROM_RAS @ _nifti_decimal(affine)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    cosines = linear / spacing
+    world_axis = np.argmax(np.abs(cosines), axis=0)
+    snapped = np.zeros((3, 3))
+    snapped[world_axis, np.arange(3)] = np.sign(cosines[world_axis, np.arange(3)])
+    if sorted(world_axis) != [0, 1, 2] or np.abs(cosines - snapped).max() > _OBLIQUE_TOL:
+        save_volume(path, array, grid)
+        return False
+    grid.check_array(array, f"volume to write to {path}")
+    # axis_aligned did out = transpose(flip(file, flips), argsort(world_axis)); undo both.
+    signs = snapped[world_axis, np.arange(3)]
+    file_order = np.transpose(array, world_axis)
+    flips = tuple(c for c in range(3) if signs[c] < 0)
+    file_order = np.ascontiguousarray(np.flip(file_order, axis=flips) if flips else file_order)
+    if tuple(file_order.shape) != tuple(ref.shape[:3]):
+        raise VesselfieldError(f"the volume to write to {path} has shape {file_order.shape}, not the reference "
+                               f"{reference}'s {tuple(ref.shape[:3])}")
+    if file_order.dtype == bool:
+        file_order = file_order.astype(np.uint8)
+    header = ref.header.copy()
+    header.set_data_dtype(file_order.dtype)
+    img = nib.Nifti1Image(file_order, ref.affine, header=header)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]) or 1)
+    img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]) or 1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return True
