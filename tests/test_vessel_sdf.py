@@ -68,8 +68,12 @@ def test_every_variant_has_the_right_outputs_and_shapes(variant):
         if t is not None:
             assert t.shape == (2, 1, 32, 32, 8)
     if config.has_sdf:
-        # The SDF head starts at zero (its last convolution is zero-initialised).
-        assert float(out["sdf_mm"].abs().max()) == 0.0
+        # The SDF head starts at zero (its last convolution is zero-initialised): the SDF starts
+        # as the residual refiner's prior of the stage-1 occupancy, or 0 without a refiner.
+        expected = torch.zeros_like(out["sdf_mm"])
+        if out["occupancy_logits"] is not None:
+            expected = config.refiner_prior_mm * (1 - 2 * torch.sigmoid(out["occupancy_logits"]))
+        torch.testing.assert_close(out["sdf_mm"], expected, rtol=0, atol=1e-6)
 
 
 def test_stage_two_is_detached_from_stage_one():
@@ -77,7 +81,7 @@ def test_stage_two_is_detached_from_stage_one():
     model = build_model(config, [(2, 2, 1)], [(2, 2, 1)])
     out = model(torch.randn(1, 1, 16, 16, 4))
     # Make the SDF depend on the input (the zero-initialised head would give zero gradients).
-    torch.nn.init.normal_([m for m in model.refiner.modules() if isinstance(m, torch.nn.ConvTranspose3d)][-1].weight)
+    torch.nn.init.normal_([m for m in model.refiner.modules() if isinstance(m, torch.nn.Conv3d)][-1].weight)
     out = model(torch.randn(1, 1, 16, 16, 4))
     out["sdf_mm"].abs().mean().backward()
     stage1 = [p.grad for p in model.occupancy_net.parameters()]

@@ -94,6 +94,11 @@ class VesselSdfConfig:
     """The SDF networks output f / sdf_scale_mm: a network starts with outputs of order 1, targets reach tens of
     mm, and Adam's steps are about the learning rate in the weights' units, so unscaled outputs would need
     thousands of steps just to reach the targets' range."""
+    refiner_prior_mm: float = 1.0
+    """A residual refiner: the refiner's output is added to a signed prior of the occupancy, prior_mm * (1 - 2p),
+    so the SDF starts with the stage-1 mask's sign and the refiner learns the distances (the paper does not
+    say how the refiner is parametrised). 0: the refiner alone (measured: it can stall with the whole vessel
+    on the positive side, docs/methods/vessel-sdf.md)."""
     sdf_band_mm: float | None = 5.0
     """Truncate the target SDF at +-this many mm (None: the full distance, as the paper). The two-level refiner
     sees about ten voxels around a voxel, so distances far beyond that are not learnable from its input, and
@@ -133,7 +138,7 @@ class VesselSdfConfig:
         elif self.variant == "vessel-sdf-no-gauss" and self.lambda_gauss != 0:
             raise VesselfieldError("vessel-sdf-no-gauss is the method without L_gauss: lambda_gauss must be 0 or unset")
         check_numbers(self, positive=("gauss_sigma_mm", "surface_beta_per_mm", "sdf_band_mm", "sdf_scale_mm"),
-                      non_negative=("lambda_sdf", "lambda_occupancy", "lambda_eikonal", "lambda_gauss",
+                      non_negative=("refiner_prior_mm", "lambda_sdf", "lambda_occupancy", "lambda_eikonal", "lambda_gauss",
                                     "lambda_surface"),
                       at_least_one=("patches_per_case", "sw_batch_size"))
         self.channels = tuple(int(c) for c in self.channels)
@@ -196,22 +201,27 @@ def _net_class():
 
         ``forward(image (B, 1, X, Y, Z)) -> {"occupancy_logits": (B, 1, X, Y, Z) or None,
         "sdf_mm": (B, 1, X, Y, Z) or None}``. With both stages the refiner sees
-        ``sigmoid(logits).detach()``: no gradient of an SDF term reaches stage 1.
+        ``p = sigmoid(logits).detach()``: no gradient of an SDF term reaches stage 1; the SDF is
+        ``sdf_scale_mm * refiner(p) + prior_mm * (1 - 2p)`` (mm).
         """
 
-        def __init__(self, occupancy_net, refiner, sdf_net, sdf_scale_mm: float = 1.0):
+        def __init__(self, occupancy_net, refiner, sdf_net, sdf_scale_mm: float = 1.0, prior_mm: float = 0.0):
             super().__init__()
             self.occupancy_net = occupancy_net
             self.refiner = refiner
             self.sdf_net = sdf_net
             self.sdf_scale_mm = float(sdf_scale_mm)
+            self.prior_mm = float(prior_mm)
 
         def forward(self, image):
             logits = sdf = None
             if self.occupancy_net is not None:
                 logits = self.occupancy_net(image)
                 if self.refiner is not None:
-                    sdf = self.refiner(torch.sigmoid(logits).detach()) * self.sdf_scale_mm
+                    p = torch.sigmoid(logits).detach()
+                    sdf = self.refiner(p) * self.sdf_scale_mm
+                    if self.prior_mm:
+                        sdf = sdf + self.prior_mm * (1.0 - 2.0 * p)
             else:
                 sdf = self.sdf_net(image) * self.sdf_scale_mm
             return {"occupancy_logits": logits, "sdf_mm": sdf}
@@ -238,7 +248,7 @@ def build_model(config: VesselSdfConfig, strides, refiner_strides):
     if kind == "attention":
         occ = attention_unet(1, 1, config.channels, strides)
         ref = sdf_head(plain_unet(1, 1, config.refiner_channels, refiner_strides, norm="batch")) if refine else None
-        return net(occ, ref, None, config.sdf_scale_mm)
+        return net(occ, ref, None, config.sdf_scale_mm, config.refiner_prior_mm)
     if kind == "plain":
         return net(plain_unet(1, 1, config.channels, strides), None, None, config.sdf_scale_mm)
     return net(None, None, sdf_head(attention_unet(1, 1, config.channels, strides)), config.sdf_scale_mm)

@@ -1,7 +1,8 @@
 """3D U-Nets from MONAI, with per-axis strides for anisotropic voxels.
 
-MONAI provides the networks (``monai.networks.nets.AttentionUnet`` and ``UNet``); what is ours is
-the choice of strides: sparse-slice CT has slices 3-6 times further apart than its in-plane
+MONAI provides the attention U-Net (``monai.networks.nets.AttentionUnet``) and the blocks of the
+plain U-Net (nnU-Net's, ``monai.networks.blocks.dynunet_block``); what is ours is the assembly of
+a plain U-Net of any depth (two levels for VesselSDF's refiner) and the choice of strides: sparse-slice CT has slices 3-6 times further apart than its in-plane
 voxels, and halving the axial resolution at every level, as an isotropic U-Net does, would leave
 one or two slices at the bottom. :func:`pooling_strides` follows nnU-Net's rule (Isensee et al.,
 Nature Methods 2021): an axis is downsampled at a level only while its voxel size is less than
@@ -92,24 +93,61 @@ def attention_unet(in_channels: int, out_channels: int, channels: Sequence[int],
 
 def plain_unet(in_channels: int, out_channels: int, channels: Sequence[int], strides: Sequence[Sequence[int]],
                norm: str = "instance"):
-    """MONAI's 3D U-Net (Çiçek et al. 2016 as MONAI builds it): ``len(channels)`` levels.
+    """A plain 3D U-Net of ``len(channels)`` levels (Çiçek et al. 2016, as nnU-Net builds it).
 
-    Strided convolutions down, transposed convolutions up, PReLU, no residual units, a linear
-    output. ``norm``: ``"instance"`` (MONAI's default, nnU-Net's choice for images) or
-    ``"batch"``. VesselSDF's refiner is this network with two levels and batch normalisation:
-    its input is a probability whose absolute level (0.5 is the surface) carries the answer,
-    and instance normalisation would take that level away, patch by patch (measured on the
-    phantom tubes: validation Dice of ``sdf < 0`` 0.3-0.45 with instance normalisation against
-    0.98 for stage 1's own mask).
+    Built from MONAI's nnU-Net blocks (``monai.networks.blocks.dynunet_block``): at every level
+    two 3x3x3 convolutions with normalisation and leaky ReLU (``UnetBasicBlock``; the first of a
+    lower level strided), transposed-convolution upsampling, concatenation with the skip and two
+    convolutions (``UnetUpBlock``), a 1x1x1 linear output (``UnetOutBlock``). The full resolution
+    has its own convolutions and skip, which thin vessels need: MONAI's ``UNet`` goes down at its
+    first convolution and back up at its last, with nothing at full resolution in between, and
+    MONAI's ``DynUNet`` (the same blocks) needs at least three levels, the refiner has two.
+
+    Args:
+        channels: features per level, e.g. ``(8, 16)`` (VesselSDF's refiner) or ``(8, 16, 32, 64)``.
+        strides: ``len(channels) - 1`` stride triples (:func:`pooling_strides`).
+        norm: ``"instance"`` (nnU-Net's choice for images) or ``"batch"``. VesselSDF's refiner
+            uses batch normalisation: its input is a probability whose absolute level (0.5 is
+            the surface) carries the answer, which instance normalisation takes away patch by
+            patch (measured on phantom tubes: validation Dice of ``sdf < 0`` 0.45 with instance
+            against 0.79 with batch normalisation, docs/methods/vessel-sdf.md).
+
+    Returns:
+        ``nn.Module`` mapping (B, in_channels, X, Y, Z) to (B, out_channels, X, Y, Z), for X, Y, Z
+        multiples of :func:`total_strides`.
     """
-    from monai.networks.nets import UNet
+    import torch
+    from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 
     _check(channels, strides)
     if norm not in ("instance", "batch"):
         raise VesselfieldError(f"norm must be instance or batch, got {norm!r}")
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
-                channels=tuple(int(c) for c in channels), strides=[tuple(s) for s in strides], num_res_units=0,
-                norm=norm)
+    channels = [int(c) for c in channels]
+    strides = [tuple(int(v) for v in s) for s in strides]
+
+    class PlainUNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = torch.nn.ModuleList(
+                [UnetBasicBlock(3, in_channels, channels[0], 3, 1, norm)]
+                + [UnetBasicBlock(3, channels[i - 1], channels[i], 3, strides[i - 1], norm)
+                   for i in range(1, len(channels))])
+            self.up = torch.nn.ModuleList(
+                [UnetUpBlock(3, channels[i], channels[i - 1], 3, strides[i - 1], strides[i - 1], norm)
+                 for i in range(len(channels) - 1, 0, -1)])
+            self.output_block = UnetOutBlock(3, channels[0], out_channels)
+
+        def forward(self, x):
+            skips = []
+            for block in self.down:
+                x = block(x)
+                skips.append(x)
+            x = skips.pop()
+            for block in self.up:
+                x = block(x, skips.pop())
+            return self.output_block(x)
+
+    return PlainUNet()
 
 
 def _check(channels, strides) -> None:
