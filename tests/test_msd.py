@@ -418,3 +418,19 @@ def test_vmtk_aorta_dataset_split_by_region(tmp_path, capsys):
     assert sum(int(p.mask.sum()) for p in parts) == int((level < 0).sum()) == 11590
     make_vmtk_aorta_dataset(tmp_path / "whole")
     assert [c.name for c in read_msd_dataset(tmp_path / "whole").cases] == ["aorta"]
+
+
+def test_vmtk_aorta_split_along_the_vessel_cropped_to_the_label(tmp_path):
+    # The aorta runs along y; its level set labels y slices 214-308 only (measured from the file).
+    make_vmtk_aorta_dataset(tmp_path / "y", regions=2, axis=1, crop_to_label=True)
+    ds = read_msd_dataset(tmp_path / "y")
+    image, grid = load_volume(sample_path("vmtk_aorta", "aorta.mha"))
+    level, _ = load_volume(sample_path("vmtk_aorta", "aorta-final-levelset.mha"))
+    parts = [load_case(ds, c) for c in ds.cases]
+    for part, (start, stop) in zip(parts, ((214, 262), (262, 309))):
+        assert part.grid.shape == (157, stop - start, 34)
+        np.testing.assert_allclose(part.grid.origin, grid.index_to_world([0, start, 0]), atol=1e-5)
+        np.testing.assert_array_equal(part.image, image[:, start:stop, :])
+        np.testing.assert_array_equal(part.mask, level[:, start:stop, :] < 0)
+    # Cropping to the label's extent loses no labelled voxel.
+    assert sum(int(p.mask.sum()) for p in parts) == 11590

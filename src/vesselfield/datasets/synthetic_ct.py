@@ -279,7 +279,8 @@ def make_hepatic_ct_dataset(out, seed: int = 0, *, inplane_factor: int = 1, crop
 
 
 # ------------------------------------------------------------------------------- vmtk aorta
-def make_vmtk_aorta_dataset(out, regions: int = 1, *, progress: bool = False) -> RunSummary:
+def make_vmtk_aorta_dataset(out, regions: int = 1, *, axis: int = 2, crop_to_label: bool = False,
+                            progress: bool = False) -> RunSummary:
     """The vmtk aorta's real CT with its label (final level set < 0) as an MSD dataset.
 
     ``data/samples/vmtk_aorta/aorta.mha`` (157 x 393 x 34, 0.878906 x 0.878906 x 1.50009 mm;
@@ -289,6 +290,14 @@ def make_vmtk_aorta_dataset(out, regions: int = 1, *, progress: bool = False) ->
     one, e.g. 17 + 17 for R = 2), cases ``aorta_part0`` (lowest z) ... ``aorta_part{R-1}``, each
     on its own grid at its true world position: a train/test split by region. Labels
     ``0 background, 1 aorta``. Every slab must hold aorta voxels (the aorta spans slices 9-23).
+
+    ``axis`` (0, 1 or 2) is the array axis the regions are cut along (default z). The aorta runs
+    along y in this scan (its long axis), and the level set labels only its lower part, the
+    bifurcation and the iliac arteries: the contrast-filled aorta above is in the image but not
+    in the label. ``crop_to_label=True`` first crops the volume along ``axis`` to the label's
+    extent, so that every bright vessel in a region is labelled; ``axis=1, crop_to_label=True,
+    regions=2`` cuts the labelled vessel in two along its length (upper and lower half), the
+    split by region the VesselSDF benchmark uses.
     """
     from vesselfield.io import sample_path
     from vesselfield.io.volumes import load_volume
@@ -298,31 +307,45 @@ def make_vmtk_aorta_dataset(out, regions: int = 1, *, progress: bool = False) ->
     level, level_grid = load_volume(sample_path("vmtk_aorta", "aorta-final-levelset.mha"), what="level set")
     grid.require_same(level_grid, "the vmtk aorta CT and its level set")
     label = (np.asarray(level) < 0).astype(np.uint8)
-    nz = grid.shape[2]
-    if regions > nz // 2:
-        raise VesselfieldError(f"regions must be at most {nz // 2} (slabs of 2 slices or more), got {regions}")
-    slabs = np.array_split(np.arange(nz), regions)
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise VesselfieldError(f"axis must be 0, 1 or 2, got {axis!r}")
+    first = 0
+    n = grid.shape[axis]
+    if crop_to_label:
+        present = np.flatnonzero(np.moveaxis(label, axis, 0).reshape(n, -1).any(axis=1))
+        first, n = int(present[0]), int(present[-1] - present[0] + 1)
+    if regions > n // 2:
+        raise VesselfieldError(f"regions must be at most {n // 2} (slabs of 2 slices or more), got {regions}")
+    slabs = np.array_split(np.arange(first, first + n), regions)
+
+    def take(array, slab):
+        index = [slice(None)] * 3
+        index[axis] = slice(int(slab[0]), int(slab[-1]) + 1)
+        return np.ascontiguousarray(array[tuple(index)])
+
     for i, slab in enumerate(slabs):
-        if not label[:, :, slab].any():
+        if not take(label, slab).any():
             raise VesselfieldError(f"region {i} (slices {slab[0]}-{slab[-1]}) holds no aorta voxel: use fewer regions")
 
     def cases():
         for i, slab in enumerate(slabs):
-            sub = slice(int(slab[0]), int(slab[-1]) + 1)
-            origin = grid.origin + np.array([0.0, 0.0, slab[0] * grid.spacing[2]])
-            sub_grid = VolumeGrid((grid.shape[0], grid.shape[1], len(slab)), grid.spacing_mm, tuple(origin))
+            shift = np.zeros(3)
+            shift[axis] = slab[0] * grid.spacing[axis]
+            lab = take(label, slab)
+            sub_grid = VolumeGrid(lab.shape, grid.spacing_mm, tuple(grid.origin + shift))
             name = "aorta" if regions == 1 else f"aorta_part{i}"
-            yield CaseVolumes(name, np.asarray(image[:, :, sub], dtype=np.float32), label[:, :, sub], sub_grid)
+            yield CaseVolumes(name, take(np.asarray(image, dtype=np.float32), slab), lab, sub_grid)
 
     out = Path(out)
     write_msd_dataset(out, cases(), labels=AORTA_LABELS, name="vmtk_aorta",
                       description="vmtk test data aorta CT; label = aorta-final-levelset.mha < 0",
-                      vesselfield={"synthetic": "vmtk-aorta", "regions": regions,
+                      vesselfield={"synthetic": "vmtk-aorta", "regions": regions, "axis": axis,
+                                   "crop_to_label": bool(crop_to_label),
                                    "slabs": [[int(s[0]), int(s[-1])] for s in slabs]},
                       progress=progress)
     parts = ", ".join(f"slices {s[0]}-{s[-1]}" for s in slabs)
     return RunSummary(verb="data synth-ct vmtk-aorta", out_dir=out, files={"dataset": out / "dataset.json"},
-                      lines=[f"vmtk aorta CT in {regions} region(s) along z: {parts}"])
+                      lines=[f"vmtk aorta CT in {regions} region(s) along {'xyz'[axis]}: {parts}"])
 
 
 __all__ = [

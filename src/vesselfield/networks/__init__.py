@@ -1,7 +1,8 @@
 """Convolutional networks for dense (voxel) prediction, built from MONAI (imported on first use).
 
-- ``vesselfield.networks.unet``: the attention U-Net (Oktay et al. 2018) and plain 3D U-Nets of
-  VesselSDF and its baselines, with strides chosen from the voxel spacing (anisotropic CT).
+- ``vesselfield.networks.unet``: the attention U-Net (Oktay et al. 2018, MONAI's) and a plain 3D
+  U-Net of MONAI's nnU-Net blocks, for VesselSDF and its baselines, with strides chosen from the
+  voxel spacing (anisotropic CT).
 
 This package sits beside ``fields/`` (coordinate networks): methods build on both.
 """
