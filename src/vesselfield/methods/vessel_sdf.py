@@ -28,7 +28,6 @@ write run folders are :mod:`vesselfield.pipelines.train_ct` and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -484,9 +483,3 @@ def spacing_mismatch(train_spacing_mm, image_spacing_mm, factor: float = 1.5) ->
 def default_mesh_spacing(spacing_mm) -> float:
     """The isotropic mesh spacing: the finest in-plane voxel size (mm)."""
     return float(min(spacing_mm[0], spacing_mm[1]))
-
-
-def finite_or_none(value):
-    """``float(value)`` when finite, else None (JSON summaries)."""
-    v = float(value)
-    return v if math.isfinite(v) else None
