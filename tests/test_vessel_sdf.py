@@ -362,3 +362,22 @@ def test_every_config_field_is_documented_and_settable():
         if f.name == "trainer":  # a nested group: set as trainer.FIELD (tested in test_config)
             continue
         assert parse_value(VesselSdfConfig, f.name, format_value(getattr(config, f.name))) == getattr(config, f.name)
+
+
+def test_intensity_normalisation_statistics():
+    from vesselfield.methods.vessel_sdf import IntensityNormalisation
+
+    a = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    b = np.arange(1000, 2000, dtype=np.float32).reshape(10, 10, 10)
+    # Every voxel when they fit: the percentiles and moments of 0..1999 (numpy's linear percentile).
+    n = IntensityNormalisation.fit([a, b], (0.5, 99.5))
+    assert (n.low, n.high) == pytest.approx((np.percentile(np.arange(2000), 0.5), np.percentile(np.arange(2000), 99.5)))
+    clipped = np.clip(np.arange(2000.0), n.low, n.high)
+    # The voxels are float32, so the clip bounds carry float32 rounding (2^-24 relative): 1e-6.
+    assert (n.mean, n.std) == pytest.approx((clipped.mean(), clipped.std()), rel=1e-6)
+    # Subsampled image by image, in proportion to size: 200 voxels from each; the statistics of a
+    # uniform ramp stay within sampling error (std of a mean of 400 draws from U(0, 2000): 29).
+    sub = IntensityNormalisation.fit([a, b], (0.5, 99.5), max_samples=400, seed=1)
+    assert abs(sub.mean - 999.5) < 4 * 29
+    x = n.apply(np.array([[[n.low - 5, n.high + 5]]], dtype=np.float32))
+    assert x.ravel() == pytest.approx([(n.low - n.mean) / n.std, (n.high - n.mean) / n.std], rel=1e-5)

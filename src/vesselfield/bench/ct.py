@@ -250,11 +250,11 @@ def split_cases(names: Sequence[str], test_fraction: float = 1 / 3, seed: int = 
         f = float(test_fraction)
         if not 0.0 < f < 1.0:
             raise VesselfieldError(f"the test fraction must be in (0, 1), got {test_fraction}")
-        n_test = max(1, round(len(names) * f))
-        if n_test >= len(names):
+        if max(1, round(len(names) * f)) >= len(names):
             raise VesselfieldError(f"a test fraction of {f:g} of {len(names)} cases leaves no training case")
-        order = np.random.default_rng(int(seed)).permutation(len(names))
-        chosen = {names[i] for i in order[:n_test]}
+        from vesselfield.training.trainer import split_indices  # the trainer's seeded split, same rule
+
+        chosen = {names[i] for i in split_indices(len(names), f, int(seed))[1]}
     return [n for n in names if n not in chosen], [n for n in names if n in chosen]
 
 

@@ -308,10 +308,19 @@ class IntensityNormalisation:
 
     @classmethod
     def fit(cls, images, percentiles=(0.5, 99.5), max_samples: int = 2_000_000, seed: int = 0):
-        """Statistics of the training images (at most ``max_samples`` voxels, drawn with a fixed seed)."""
-        values = np.concatenate([np.asarray(im, dtype=np.float32).ravel() for im in images])
-        if values.size > max_samples:
-            values = values[np.random.default_rng(seed).choice(values.size, max_samples, replace=False)]
+        """Statistics of the training images: every voxel when they hold at most ``max_samples``, else
+        ``max_samples`` voxels drawn with a fixed seed, in proportion to each image's size (drawn image
+        by image, so that hundreds of CT volumes are never concatenated in memory)."""
+        sizes = [int(np.asarray(im).size) for im in images]
+        total = sum(sizes)
+        rng = np.random.default_rng(seed)
+        parts = []
+        for im, n in zip(images, sizes):
+            flat = np.asarray(im, dtype=np.float32).ravel()
+            if total > max_samples:
+                flat = flat[rng.choice(n, max(1, round(max_samples * n / total)), replace=False)]
+            parts.append(flat)
+        values = np.concatenate(parts)
         low, high = (float(v) for v in np.percentile(values, percentiles))
         clipped = np.clip(values, low, high).astype(np.float64)
         std = float(clipped.std())

@@ -25,7 +25,7 @@ import numpy as np
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.run_folder import RunSummary
 
-__all__ = ["PREDICT_VERB", "load_trained_run", "predict_arrays", "predict_ct_files"]
+__all__ = ["PREDICT_VERB", "load_trained_run", "mask_sdf", "predict_arrays", "predict_ct_files"]
 
 PREDICT_VERB = "predict"
 
@@ -59,19 +59,28 @@ def load_trained_run(run_dir):
 
 
 def predict_arrays(trained, image, grid, *, device="cpu", progress: bool = False) -> dict:
-    """``{"sdf_mm", "occupancy"}`` (X, Y, Z) float32 on ``grid`` for a raw CT ``image`` (see module docstring)."""
-    from vesselfield.meshing.signed_distance import signed_distance_from_mask
+    """``{"sdf_mm", "occupancy", "has_sdf"}`` on ``grid`` for a raw CT ``image``: (X, Y, Z) float32.
 
+    ``sdf_mm`` is the network's SDF, or None for the variants without one (``has_sdf`` False; the
+    file writer makes their SDF from the mask, :func:`mask_sdf`, which evaluation does not need);
+    ``occupancy`` is the probability, or ``sdf < 0`` for direct-sdf.
+    """
     out = trained.predict(image, device=device, progress=progress)
     sdf, occ = out["sdf_mm"], out["occupancy"]
-    if sdf is None:
-        sdf = signed_distance_from_mask(occ >= 0.5, grid.spacing, exact=True)
-        # An empty or full prediction has an infinite distance; NIfTI readers expect numbers.
-        bound = float(np.linalg.norm(np.asarray(grid.shape) * grid.spacing))
-        sdf = np.clip(sdf, -bound, bound).astype(np.float32)
+    grid.check_array(sdf if sdf is not None else occ, "prediction")
     if occ is None:
         occ = (sdf < 0).astype(np.float32)
-    return {"sdf_mm": sdf, "occupancy": occ, "has_sdf": out["sdf_mm"] is not None}
+    return {"sdf_mm": sdf, "occupancy": occ, "has_sdf": sdf is not None}
+
+
+def mask_sdf(occupancy, grid) -> np.ndarray:
+    """(X, Y, Z) float32 exact signed distance (mm) of ``occupancy >= 0.5``, clipped to the grid's diagonal
+    (an empty or full mask has an infinite distance, and NIfTI readers expect numbers)."""
+    from vesselfield.meshing.signed_distance import signed_distance_from_mask
+
+    sdf = signed_distance_from_mask(np.asarray(occupancy) >= 0.5, grid.spacing, exact=True)
+    bound = float(np.linalg.norm(np.asarray(grid.shape) * grid.spacing))
+    return np.clip(sdf, -bound, bound).astype(np.float32)
 
 
 def upsampled_surface(prediction: dict, grid, spacing_mm: float):
@@ -118,9 +127,10 @@ def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | N
     dev = resolve_device(device)
     prediction = predict_arrays(trained, image, grid, device=dev, progress=progress)
     files = {}
-    for name, key in (("sdf", "sdf_mm"), ("occupancy", "occupancy")):
+    sdf = prediction["sdf_mm"] if prediction["has_sdf"] else mask_sdf(prediction["occupancy"], grid)
+    for name, volume in (("sdf", sdf), ("occupancy", prediction["occupancy"])):
         files[name] = out / f"{name}.nii.gz"
-        save_volume_like(files[name], prediction[key].astype(np.float32), grid, image_path)
+        save_volume_like(files[name], volume.astype(np.float32), grid, image_path)
     spacing = float(mesh_spacing_mm) if mesh_spacing_mm is not None else default_mesh_spacing(grid.spacing)
     mesh, iso = upsampled_surface(prediction, grid, spacing)
     if mesh is None:
@@ -128,7 +138,7 @@ def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | N
     else:
         files["mesh"] = out / "mesh.stl"
         save_mesh(files["mesh"], mesh)
-    vessel_ml = float(np.count_nonzero(prediction["sdf_mm"] < 0) * grid.voxel_volume_mm3 / 1000.0)
+    vessel_ml = float(np.count_nonzero(sdf < 0) * grid.voxel_volume_mm3 / 1000.0)
     lines = [f"{trained.config.variant} model from {run_dir}: {trained.details.get('label', '')}".rstrip(": "),
              f"image {'x'.join(map(str, grid.shape))} voxels of {'x'.join(f'{s:.3g}' for s in grid.spacing)} mm; "
              f"vessel volume {vessel_ml:.3g} ml",

@@ -13,6 +13,7 @@ is installed), ``last.pt`` / ``best.pt`` (resume, best validation Dice), ``model
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,9 +56,8 @@ def load_training_cases(dataset, names: Sequence[str] | None = None, *, band_mm:
         if sdf is None:
             sdf = signed_distance_from_mask(loaded.mask, loaded.grid.spacing, exact=True)
         sdf = np.asarray(sdf, dtype=np.float32)
-        if not np.isfinite(sdf).all():
-            if band_mm is None:
-                raise VesselfieldError(f"case {case.name} has no vessel voxel, so its SDF is infinite; set "
+        if band_mm is None and not np.isfinite(sdf).all():
+            raise VesselfieldError(f"case {case.name} has no vessel voxel, so its SDF is infinite; set "
                                        "sdf_band_mm or leave the case out")
         if band_mm is not None:
             sdf = np.clip(sdf, -band_mm, band_mm)
@@ -163,7 +163,7 @@ def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] 
               if val_names else None)
     trainer = config.trainer
     if val_ds is None and trainer.monitor.startswith("val_"):
-        trainer = type(trainer)(**{**trainer.__dict__, "monitor": "train_loss", "monitor_mode": "min"})
+        trainer = dataclasses.replace(trainer, monitor="train_loss", monitor_mode="min")
         warnings.append("no validation cases: best.pt follows the training loss")
 
     inputs = {"data": str(Path(data_dir)), "label_values": list(dataset.label_values), "label": dataset.label_note,
