@@ -107,3 +107,21 @@ def test_distance_to_the_zero_level_of_a_sphere_sdf(spacing):
         distance = surface_distance_to_zero_level_mm(sdf, grid, center + (radius + offset) * directions)
         assert np.abs(distance - abs(offset)).max() < 0.12 * max(spacing)
     assert np.all(np.isinf(surface_distance_to_zero_level_mm(sdf + 100.0, grid, directions)))
+
+
+def test_exact_below_a_threshold_and_a_bound_beyond_it():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
+    dist = MeshDistance(sphere)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-30, 30, (3000, 3))
+    exact = dist(points)
+    capped = dist(points, exact_below_mm=3.5)
+    below = exact < 3.5
+    assert below.sum() > 100 and (~below).sum() > 100
+    # Where the exact distance is below the threshold the result is the same computation (float64).
+    np.testing.assert_array_equal(capped[below], exact[below])
+    # Beyond it: a surface point's distance, so never below the exact one, and at least the threshold.
+    assert np.all(capped[~below] >= exact[~below] - 1e-12)
+    assert np.all(capped[~below] >= 3.5)

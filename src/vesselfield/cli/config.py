@@ -16,12 +16,14 @@ CONFIGS = {
     "blend": ("vesselfield.methods.implicit_vessel", "BlendConfig"),
     "vessel-sdf": ("vesselfield.methods.vessel_sdf", "VesselSdfConfig"),
     "trainer": ("vesselfield.training", "TrainerConfig"),
+    "udf-mesh": ("vesselfield.meshing.udf", "UdfMeshConfig"),
+    "nudf": ("vesselfield.methods.nudf", "NudfConfig"),
 }
 #: Other names users type for them (a method, a command).
 ALIASES = {"neca": "sdf-car", "occ-combined": "sdf-car", "sdf-occ": "sdf-car", "xray": "sdf-car",
            "inr": "implicit-vessel", "fit": "implicit-vessel", "vesselsdf": "vessel-sdf", "train": "vessel-sdf",
            "unet3d": "vessel-sdf", "attention-unet": "vessel-sdf", "direct-sdf": "vessel-sdf",
-           "vessel-sdf-no-gauss": "vessel-sdf"}
+           "vessel-sdf-no-gauss": "vessel-sdf", "unet-roi": "nudf"}
 
 
 def config_class(name: str):
@@ -48,6 +50,8 @@ def config_show(
     keys = {}
     if name in ("neca", "occ-combined", "sdf-occ"):
         keys["method"] = name
+    if name == "unet-roi":
+        keys["variant"] = name
     if preset is not None:
         keys["preset"] = preset
     typer.echo(f"# {cls.__module__}.{cls.__name__}; set any field with --set FIELD=VALUE")

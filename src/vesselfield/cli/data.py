@@ -15,10 +15,12 @@ from vesselfield.cli.app import (
     SpacingOpt,
     Triple,
     app,
+    build,
     data_app,
     echo_summary,
     geometry_app,
     phantom_app,
+    set_option,
 )
 
 CtOpt = typer.Option(False, "--ct", help="Also write a CT-like image ct.nii.gz.")
@@ -116,22 +118,53 @@ def evaluate(
 # --------------------------------------------------------------------------------------- mesh
 @app.command("mesh")
 def mesh(
-    volume: Path = typer.Option(..., "--volume", help="SDF (mm, negative inside) or occupancy volume."),
+    kind: Optional[str] = typer.Argument(None, metavar="[KIND]", help="Omit for marching cubes of an SDF or "
+                                         "occupancy; udf: the UDF mesher of an unsigned distance volume (open "
+                                         "surfaces stay open)."),
+    volume: Path = typer.Option(..., "--volume", help="SDF (mm, negative inside) or occupancy volume; with udf, an "
+                                                      "unsigned distance volume (mm)."),
     out: Path = typer.Option(..., "--out", help="Mesh file: .stl, .ply, .obj or .vtp (world LPS mm)."),
     level: Optional[float] = typer.Option(None, "--level", help="Iso-level (default 0 for an SDF, 0.5 for occupancy)."),
     inside: str = typer.Option("auto", "--inside", help="Which side of the level is vessel: auto, below (SDF) or "
                                                         "above (occupancy)."),
     largest_component: bool = typer.Option(False, "--largest-component", help="Keep only the largest connected "
                                                                               "piece."),
+    level_mm: Optional[float] = typer.Option(None, "--level-mm", help="udf: the distance level to mesh, mm "
+                                                                      "(default 0, the surface)."),
+    points: Optional[Path] = typer.Option(None, "--points", help="udf: also write the dense surface cloud "
+                                                                 "(.ply, .npy, .xyz, .csv)."),
+    set_: Optional[List[str]] = set_option("udf-mesh"),
     geometry: Optional[Path] = GeometryOpt,
     spacing: Triple = SpacingOpt,
     origin: Triple = OriginOpt,
 ):
-    """Marching cubes of a volume into a surface mesh in world millimetres."""
-    from vesselfield.pipelines.mesh import mesh_to_file
+    """Marching cubes of a volume into a surface mesh in world millimetres (`mesh udf`: the UDF mesher)."""
+    from vesselfield.errors import VesselfieldError
 
-    echo_summary(mesh_to_file(volume, out, level=level, inside=inside, largest_component=largest_component,
-                              geometry_path=geometry, spacing_mm=spacing, origin_mm=origin))
+    if kind is None:
+        extra = [flag for flag, value in (("--level-mm", level_mm), ("--points", points), ("--set", set_ or None))
+                 if value is not None]
+        if extra:
+            raise VesselfieldError(f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} for `vesselfield mesh "
+                                   "udf`; marching cubes takes --level, --inside and --largest-component")
+        from vesselfield.pipelines.mesh import mesh_to_file
+
+        echo_summary(mesh_to_file(volume, out, level=level, inside=inside, largest_component=largest_component,
+                                  geometry_path=geometry, spacing_mm=spacing, origin_mm=origin))
+        return
+    if kind != "udf":
+        raise VesselfieldError(f"unknown mesh kind {kind!r}: use `vesselfield mesh udf` or omit it for marching cubes")
+    extra = [flag for flag, value in (("--level", level), ("--inside", None if inside == "auto" else inside),
+                                      ("--largest-component", largest_component or None)) if value is not None]
+    if extra:
+        raise VesselfieldError(f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} for marching cubes; "
+                               "`mesh udf` takes --level-mm and --set keep_largest=...")
+    from vesselfield.meshing.udf import UdfMeshConfig
+    from vesselfield.pipelines.mesh import mesh_udf_to_file
+
+    config = build(UdfMeshConfig, {}, set_)
+    echo_summary(mesh_udf_to_file(volume, out, config=config, **given(level_mm=level_mm), points_path=points,
+                                  geometry_path=geometry, spacing_mm=spacing, origin_mm=origin))
 
 
 # ----------------------------------------------------------------------------------- geometry
@@ -270,4 +303,35 @@ def data_synth_ct_cmd(
         summary = synthetic_ct.make_hepatic_ct_dataset(out, progress=not quiet, **options)
     else:
         summary = synthetic_ct.make_vmtk_aorta_dataset(out, progress=not quiet, **options)
+    echo_summary(summary)
+
+
+@data_app.command("synth-surfaces")
+def data_synth_surfaces_cmd(
+    kind: str = typer.Argument(..., help="open-phantoms (open pouches and tubes with CT-like images) or vmtk-aorta "
+                                         "(real CT and its surface with open ends)."),
+    out: Path = typer.Option(..., "--out", help="New dataset folder (imagesTr/, meshesTr/, dataset.json)."),
+    cases: Optional[int] = typer.Option(None, "--cases", help="open-phantoms: number of cases (default 4)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="open-phantoms: random seed (default 0)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """(CT image, open surface mesh) datasets without downloads, for NUDF (docs/data.md, surface datasets)."""
+    from vesselfield.errors import VesselfieldError
+
+    allowed = {"open-phantoms": {"cases", "seed"}, "vmtk-aorta": set()}
+    if kind not in allowed:
+        raise VesselfieldError(f"unknown surface dataset {kind!r}: use open-phantoms or vmtk-aorta")
+    options = given(cases=cases, seed=seed)
+    extra = sorted(set(options) - allowed[kind])
+    if extra:
+        shown = ", ".join("--" + e.replace("_", "-") for e in extra)
+        raise VesselfieldError(f"{shown} does not apply to synth-surfaces {kind}")
+    from vesselfield.datasets import synthetic_surfaces
+
+    if kind == "open-phantoms":
+        if "cases" in options:
+            options["n_cases"] = options.pop("cases")
+        summary = synthetic_surfaces.make_open_surface_dataset(out, progress=not quiet, **options)
+    else:
+        summary = synthetic_surfaces.make_vmtk_open_aorta_dataset(out, progress=not quiet)
     echo_summary(summary)

@@ -8,6 +8,10 @@
   :func:`write_msd_dataset`.
 - CT datasets without downloads (:mod:`.synthetic_ct`): :func:`make_phantom_ct_dataset`,
   :func:`make_hepatic_ct_dataset`, :func:`make_vmtk_aorta_dataset`.
+- (CT image, surface mesh) datasets for NUDF (:mod:`.surface_ct`): :func:`read_surface_dataset`,
+  :func:`load_surface_case`, :func:`write_surface_dataset`; without downloads
+  (:mod:`.synthetic_surfaces`): :func:`make_open_surface_dataset`, :func:`make_vmtk_open_aorta_dataset`;
+  NUDF's shape-diameter training samples (:mod:`.udf_samples`): :func:`udf_training_samples`.
 
 Importing this package imports no dataset module; each loads on first use.
 """
@@ -37,6 +41,13 @@ _EXPORTS = {
     "make_hepatic_ct_dataset": "synthetic_ct",
     "make_phantom_ct_dataset": "synthetic_ct",
     "make_vmtk_aorta_dataset": "synthetic_ct",
+    "load_surface_case": "surface_ct",
+    "read_surface_dataset": "surface_ct",
+    "write_surface_dataset": "surface_ct",
+    "make_open_surface_dataset": "synthetic_surfaces",
+    "make_vmtk_open_aorta_dataset": "synthetic_surfaces",
+    "shape_diameter": "udf_samples",
+    "udf_training_samples": "udf_samples",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,7 +24,7 @@ from typing import Any
 
 from vesselfield.errors import VesselfieldError
 
-__all__ = ["check_plain", "load_tensors", "save_tensors"]
+__all__ = ["check_plain", "load_state", "load_tensors", "save_tensors"]
 
 _PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray)
 
@@ -123,3 +123,15 @@ def load_tensors(path, *, what: str = "torch file") -> Any:
             raise VesselfieldError(f"{path} is not a readable {what} (not a file written by torch.save)") from None
         first = (text.strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
         raise VesselfieldError(f"{path} is not a readable {what} (damaged or cut short: {first})") from None
+
+
+def load_state(model, state, path):
+    """Load the weights ``state`` (a model file's) into ``model`` and put it in eval mode; weights that do
+    not fit the network (another config, a damaged file) are a one-line error naming ``path``."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise VesselfieldError(f"{path}: the weights do not fit the network its config describes "
+                               f"({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model

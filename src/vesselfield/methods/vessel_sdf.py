@@ -458,19 +458,14 @@ def model_payload(config: VesselSdfConfig, state: dict, strides, refiner_strides
 def load_model_file(path) -> TrainedVesselSdf:
     """A :data:`MODEL_FILE` back as a :class:`TrainedVesselSdf` (a file of another kind -> error)."""
     from vesselfield.config import build_config
-    from vesselfield.io.torch_files import load_tensors
+    from vesselfield.io.torch_files import load_state, load_tensors
 
     payload = load_tensors(path, what="VesselSDF model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise VesselfieldError(f"{path} is not a VesselSDF model file (format {MODEL_FORMAT})")
     config = build_config(VesselSdfConfig, payload["config"])
     model = build_model(config, payload["strides"], payload["refiner_strides"])
-    try:
-        model.load_state_dict(payload["state"])
-    except RuntimeError as exc:
-        raise VesselfieldError(f"{path}: the weights do not fit the network its config describes "
-                               f"({str(exc).splitlines()[0]})") from None
-    model.eval()
+    load_state(model, payload["state"], path)
     n = payload["normalisation"]
     return TrainedVesselSdf(config, model, IntensityNormalisation(n["low"], n["high"], n["mean"], n["std"]),
                             tuple(payload["patch_voxels"]), tuple(payload["spacing_mm"]), dict(payload["details"]))

@@ -22,7 +22,7 @@ import numpy as np
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.run_folder import RunSummary
 
-__all__ = ["TRAIN_VERB", "load_training_cases", "train_ct_run"]
+__all__ = ["TRAIN_VERB", "load_training_cases", "split_cases", "train_ct_run"]
 
 TRAIN_VERB = "train"
 
@@ -65,7 +65,7 @@ def load_training_cases(dataset, names: Sequence[str] | None = None, *, band_mm:
     return out
 
 
-def _split_cases(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str], list[str]]:
+def split_cases(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str], list[str]]:
     """``(train, validation, warnings)``: a seeded split by case; one case trains and validates on itself."""
     from vesselfield.training.trainer import split_indices
 
@@ -125,7 +125,7 @@ def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] 
         raise VesselfieldError(f"the dataset {data_dir} has no training case")
     warnings: list[str] = []
     if val_cases is None:
-        train_names, val_names, notes = _split_cases(names, config.trainer.val_fraction, config.trainer.seed)
+        train_names, val_names, notes = split_cases(names, config.trainer.val_fraction, config.trainer.seed)
         warnings += notes
     else:
         train_names, val_names = names, list(val_cases)
