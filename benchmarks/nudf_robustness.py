@@ -9,7 +9,7 @@ Takes the trained runs of a `vesselfield benchmark nudf` folder and scores the t
 - ``noise 60 HU``: seeded Gaussian noise of 60 HU added to the image (four times the phantoms' own);
 - ``offset + noise``: both.
 
-    python benchmarks/nudf_robustness.py --bench BENCH --data DATA [--offset-mm 5] [--noise-hu 60]
+    python benchmarks/nudf_robustness.py --bench BENCH --data DATA [--offset-mm 5] [--noise-hu 60] [--set mesh.keep_mm=1.0]
 
 Prints a Markdown table (docs/benchmarks.md, "NUDF"): mean ± std over the test cases of the
 symmetric Chamfer, the one-sided pred→target Chamfer, accuracy (p90) and completion (2 mm).
@@ -28,6 +28,7 @@ def main(argv=None):
     from vesselfield.bench.harness import format_mean_std
     from vesselfield.datasets.surface_ct import load_surface_case, read_surface_dataset
     from vesselfield.errors import VesselfieldError
+    from vesselfield.methods.nudf import TrainedNudf, with_predict_settings
     from vesselfield.pipelines.benchmark_nudf import MODEL_NAMES, evaluate_prediction
     from vesselfield.pipelines.predict_nudf import load_nudf_run
 
@@ -37,6 +38,8 @@ def main(argv=None):
     p.add_argument("--offset-mm", type=float, default=5.0)
     p.add_argument("--noise-hu", type=float, default=60.0)
     p.add_argument("--points", type=int, default=50_000, help="surface samples per mesh for the metrics")
+    p.add_argument("--set", dest="assignments", nargs="*", default=None,
+                   help="prediction settings for every model, e.g. mesh.keep_mm=1.0 (with_predict_settings)")
     args = p.parse_args(argv)
 
     bench = Path(args.bench)
@@ -51,6 +54,9 @@ def main(argv=None):
     print("|---|---|---:|---:|---:|---:|---:|")
     for method in summary["methods"]:
         trained = load_nudf_run(bench / "runs" / method)
+        if args.assignments:
+            trained = TrainedNudf(with_predict_settings(trained.config, args.assignments), trained.model,
+                                  trained.details)
         for label, offset, noise in settings:
             rows, failed = [], 0
             for i, name in enumerate(summary["test_cases"]):

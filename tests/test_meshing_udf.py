@@ -84,12 +84,16 @@ def test_projection_lands_on_analytic_surfaces_to_float32_rounding(seed):
 def test_volume_udf_projection_is_within_the_trilinear_error_bound():
     h, r, centre = 0.5, 8.0, np.array([0.3, -0.2, 0.1])
     grid = VolumeGrid.centered((49, 49, 49), h, centre)
-    # An anisotropic axis order check: the volume's value at a voxel centre comes back there.
+    # Axis order: on an anisotropic grid of three different sizes and spacings, a random volume's
+    # value at a voxel centre comes back there (a swapped axis would read another voxel).
+    odd = VolumeGrid((10, 20, 30), (0.5, 0.7, 0.9), (1.0, -3.0, 2.0))
+    noise = np.random.default_rng(1).random(odd.shape)
+    ijk = np.array([[3, 17, 25], [9, 2, 9], [0, 19, 29]])
+    at = torch.tensor(odd.index_to_world(ijk), dtype=torch.float32)
+    # float32 coordinates of ~30 mm (ulp 2e-6 mm) times gradients of at most 1/0.5 mm: 1e-5 is ample.
+    assert volume_udf_function(noise, odd)(at).numpy() == pytest.approx(noise[tuple(ijk.T)], abs=1e-5)
     volume = np.abs(np.linalg.norm(grid.voxel_centers_mm(np.float64) - centre, axis=-1) - r)
     udf = volume_udf_function(volume, grid)
-    ijk = np.array([[3, 17, 40], [45, 2, 9]])
-    at = torch.tensor(grid.index_to_world(ijk), dtype=torch.float32)
-    assert udf(at).numpy() == pytest.approx(volume[tuple(ijk.T)], abs=1e-5)
     assert udf.kink_mm == pytest.approx(math.sqrt(3) * h)
     lo, hi = udf.bounds_mm
     start = lo + np.random.default_rng(0).random((5000, 3)) * (hi - lo)
@@ -190,6 +194,10 @@ def test_negative_and_non_finite_volumes_and_empty_prediction_are_user_errors():
     udf = volume_udf_function(far, grid)
     with pytest.raises(VesselfieldError, match="empty prediction: no point came within"):
         mesh_udf(udf, udf.bounds_mm, UdfMeshConfig(seed_points=1000))
+    # A UDF whose zero set is one point (a collapsed network): points arrive, but no surface.
+    with pytest.raises(VesselfieldError, match="empty prediction"):
+        mesh_udf(lambda p: p.norm(dim=1), (np.full(3, -10.0), np.full(3, 10.0)),
+                 UdfMeshConfig(seed_points=5000, dense_points=5000, poisson_disk_points=1000, poisson_depth=6))
     with pytest.raises(VesselfieldError, match="support_radius_mm must be a positive number"):
         UdfMeshConfig(support_radius_mm=0.0)
 
@@ -363,3 +371,19 @@ def test_udf_mesh_config_documents_and_round_trips_every_field():
         assert parse_value(UdfMeshConfig, f.name, format_value(getattr(config, f.name))) == getattr(config, f.name)
     with pytest.raises(VesselfieldError, match="poisson_depth must be in 4..12"):
         UdfMeshConfig(poisson_depth=14)
+
+
+def test_start_points_beyond_start_max_are_not_projected():
+    # The sphere |p| = 5 mm in a 20 mm box; with start_max_mm 2 exactly the seeds in the shell
+    # 3 <= |p| <= 7 mm are projected (the analytic UDF decides, no tolerance), and all of them arrive.
+    lo, hi = np.full(3, -10.0), np.full(3, 10.0)
+    config = UdfMeshConfig(seed_points=4000, start_max_mm=2.0, resample_rounds=0, dense_points=4000,
+                           poisson_disk_points=1000, poisson_depth=6, close_holes_max_radius_mm=0.0)
+    result = mesh_udf(lambda p: (p.norm(dim=1) - 5.0).abs(), (lo, hi), config)
+    seeds = lo + np.random.default_rng(config.seed).random((4000, 3)) * (hi - lo)
+    # float32 evaluation: seeds within 1e-5 mm of the shell's faces could go either way; none are.
+    r = np.linalg.norm(seeds, axis=1)
+    assert np.abs(np.abs(r - 5.0) - 2.0).min() > 1e-5
+    expected = int(np.sum(np.abs(r - 5.0) <= 2.0))
+    assert result.details["seed_projected"] == expected
+    assert result.details["seed_arrived"] == expected

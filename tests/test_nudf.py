@@ -213,3 +213,18 @@ def test_config_rejects_bad_values_in_one_line():
         NudfConfig(roi_voxels=20)  # not a multiple of 8 for 4 levels
     with pytest.raises(VesselfieldError, match="hu_window"):
         NudfConfig(hu_window=(100.0, -100.0))
+
+
+def test_prediction_settings_change_the_mesher_only():
+    from vesselfield.methods.nudf import with_predict_settings
+
+    config = NudfConfig(roi_voxels=32)
+    changed = with_predict_settings(config, ["mesh.keep_mm=0.3", "predict_batch_points=1000"])
+    assert changed.mesh.keep_mm == 0.3 and changed.predict_batch_points == 1000
+    # Everything else is the training's, the rest of the mesher included.
+    assert changed.roi_voxels == 32 and changed.mesh.start_max_mm == config.mesh.start_max_mm
+    assert with_predict_settings(config, None) is config
+    with pytest.raises(VesselfieldError, match="roi_mm does not apply to a prediction"):
+        with_predict_settings(config, ["roi_mm=50"])
+    with pytest.raises(VesselfieldError, match="keep_mm"):
+        with_predict_settings(config, ["mesh.keep_mm=-1"])

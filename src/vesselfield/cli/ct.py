@@ -50,7 +50,7 @@ def train_cmd(
     variant: str = typer.Argument(..., help=VARIANT_HELP + " (CT labels); nudf or unet-roi (CT + surface meshes)."),
     data: Path = typer.Option(..., "--data", help="MSD / nnU-Net raw dataset folder (dataset.json, imagesTr, "
                                                   "labelsTr); for nudf / unet-roi: dataset.json, imagesTr, "
-                                                  "meshesTr (docs/data-formats.md)."),
+                                                  "meshesTr (docs/data.md, surface datasets)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config.yaml, log.csv, tensorboard/, last.pt, best.pt, "
                                                 "model.pt, summary.json."),
     label: Optional[str] = LabelOpt,
@@ -108,6 +108,9 @@ def predict_cmd(
                                                                               "upsampled to for the mesh (default: "
                                                                               "the in-plane spacing)."),
     device: str = DeviceOpt,
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="NUDF runs: settings of the prediction, e.g. "
+                                             "--set mesh.keep_mm=0.3 (mesh.FIELD of `vesselfield config show "
+                                             "udf-mesh`, predict_batch_points, mesh_spacing_mm)."),
     quiet: bool = QuietOpt,
 ):
     """Predict a CT image with a trained run: VesselSDF's SDF and occupancy on its grid and a mesh, or NUDF's
@@ -122,12 +125,16 @@ def predict_cmd(
         if mesh_spacing is not None:
             raise VesselfieldError("--mesh-spacing does not apply to a NUDF run (set mesh_spacing_mm at training for "
                                    "unet-roi)")
-        echo_summary(predict_nudf_files(run, image, out, center_mm=center, device=device))
+        echo_summary(predict_nudf_files(run, image, out, center_mm=center, device=device, assignments=set_))
         return
-    if center is not None:
+    if center is not None or set_:
         from vesselfield.errors import VesselfieldError
+        from vesselfield.pipelines.predict_nudf import load_nudf_run
 
-        raise VesselfieldError("--center applies to NUDF / unet-roi runs only; this run predicts the whole image")
+        if not (run / MODEL_FILE).is_file():
+            load_nudf_run(run)  # says what is missing (no folder, a training not finished)
+        flag = "--center" if center is not None else "--set"
+        raise VesselfieldError(f"{flag} applies to NUDF / unet-roi runs only; this run predicts the whole image")
     echo_summary(predict_ct_files(run, image, out, mesh_spacing_mm=mesh_spacing, device=device, progress=not quiet))
 
 

@@ -66,6 +66,10 @@ class UdfMeshConfig:
     them there: a volume's trilinear gradient is unreliable near the zero level (the kink of |d|). 0: always move
     (a network's smooth UDF). None: the UDF's own value (volume_udf_function: sqrt(3) x the largest voxel spacing,
     the cell diagonal), else 0."""
+    start_max_mm: float | None = None
+    """Start points whose UDF is above this (mm, one evaluation without gradient) are dropped before projecting.
+    A network's UDF is trained only below its clamp (NUDF: 3.5 mm); farther away its value and gradient point
+    nowhere in particular, and stepping from there is wasted work. None: every start point is projected."""
     resample_rounds: int = 3
     """Rounds of resampling: Gaussian offsets around the surface points, projected again (NDF), until dense_points."""
     resample_sigma_mm: float = 2.0
@@ -92,7 +96,7 @@ class UdfMeshConfig:
     """Seed of the start points and the resampling offsets: the same seed gives the same mesh."""
 
     def __post_init__(self):
-        check_numbers(self, positive=("keep_mm", "resample_sigma_mm", "support_radius_mm"),
+        check_numbers(self, positive=("keep_mm", "resample_sigma_mm", "support_radius_mm", "start_max_mm"),
                       non_negative=("kink_mm", "close_holes_max_radius_mm", "resample_rounds", "seed"),
                       at_least_one=("seed_points", "steps", "dense_points", "poisson_disk_points",
                                     "normal_neighbours", "poisson_depth", "batch_points"))
@@ -239,18 +243,26 @@ def _project(udf_fn, points: np.ndarray, config: UdfMeshConfig, level: float, ki
 def _dense_cloud(udf_fn, lo, hi, config: UdfMeshConfig, level: float, kink: float, rng) -> tuple[np.ndarray, dict]:
     """(N, 3) dense surface cloud: uniform seeds projected, then ``resample_rounds`` of Gaussian
     offsets around the surface points, projected again, until about ``dense_points``."""
+    import torch
+
     seeds = lo + rng.random((config.seed_points, 3)) * (hi - lo)
-    cloud = _project(udf_fn, seeds, config, level, kink, lo, hi)
+    if config.start_max_mm is not None:
+        with torch.no_grad():
+            f = np.concatenate([udf_fn(torch.from_numpy(c.astype(np.float32))).numpy()
+                                for c in np.array_split(seeds, max(1, len(seeds) // config.batch_points))])
+        seeds = seeds[np.abs(f - level) <= config.start_max_mm]
+    cloud = _project(udf_fn, seeds, config, level, kink, lo, hi) if len(seeds) else np.zeros((0, 3))
     if len(cloud) == 0:
         raise VesselfieldError(f"empty prediction: no point came within {max(config.keep_mm, kink):g} mm of the "
                                f"surface (level {level:g} mm) from {config.seed_points} start points")
-    counts = {"seed_points": int(config.seed_points), "seed_arrived": int(len(cloud))}
+    counts = {"seed_points": int(config.seed_points), "seed_projected": int(len(seeds)), "seed_arrived": int(len(cloud))}
     for round_ in range(config.resample_rounds):
         missing = config.dense_points - len(cloud)
         if missing <= 0:
             break
         # Projection keeps a fraction of the offsets (those that land): ask for more, measured per round.
-        rate = counts.get(f"round{round_ - 1}_rate", 0.5) if round_ else len(cloud) / config.seed_points
+        # (The seeds' rate only bounds it from below: offsets start near the surface, seeds anywhere.)
+        rate = counts.get(f"round{round_ - 1}_rate", 0.5) if round_ else max(0.5, len(cloud) / config.seed_points)
         want = int(min(4 * config.dense_points, missing / max(rate, 0.05)))
         base = cloud[rng.integers(0, len(cloud), want)]
         offsets = base + rng.normal(0.0, config.resample_sigma_mm, base.shape)
@@ -284,14 +296,22 @@ def _reconstruct(sub: np.ndarray, config: UdfMeshConfig) -> tuple[np.ndarray, np
 
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(vertex_matrix=sub))
+    try:
+        _normals_and_poisson(ms, config)
+    except (pymeshlab.PyMeshLabException, RuntimeError) as exc:
+        raise VesselfieldError(f"empty prediction: the {len(sub)} surface points do not make a surface "
+                               f"(screened Poisson failed: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    m = ms.current_mesh()
+    return np.asarray(m.vertex_matrix(), dtype=np.float64), np.asarray(m.face_matrix(), dtype=np.int64)
+
+
+def _normals_and_poisson(ms, config: UdfMeshConfig) -> None:
     # flipflag False: no viewpoint; MeshLab then orients the normals by propagation over a minimum
     # spanning tree of the k-nearest-neighbour graph (Hoppe et al. 1992), which is what a UDF allows.
     ms.compute_normal_for_point_clouds(k=config.normal_neighbours, smoothiter=0, flipflag=False)
     # One thread: with two, the solver's sums run in another order and the mesh moves between runs
     # (measured: same cloud, vertices up to 10 mm apart in index order), so a seed would not repeat.
     ms.generate_surface_reconstruction_screened_poisson(depth=config.poisson_depth, preclean=True, threads=1)
-    m = ms.current_mesh()
-    return np.asarray(m.vertex_matrix(), dtype=np.float64), np.asarray(m.face_matrix(), dtype=np.int64)
 
 
 def _close_supported_holes(vertices, faces, tree, udf_fn, config: UdfMeshConfig, level: float, kink: float):
@@ -315,12 +335,13 @@ def _close_supported_holes(vertices, faces, tree, udf_fn, config: UdfMeshConfig,
     if len(rim) == 0:
         return vertices, faces, 0
     rim_edge = float(np.linalg.norm(vertices[rim[:, 0]] - vertices[rim[:, 1]], axis=1).mean())
-    max_edges = int(math.ceil(2 * math.pi * config.close_holes_max_radius_mm / max(rim_edge, 1e-9)))
+    # At most every rim edge (a degenerate rim of near-zero edges would overflow MeshLab's int).
+    max_edges = min(len(rim), int(math.ceil(2 * math.pi * config.close_holes_max_radius_mm / max(rim_edge, 1e-9))))
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(vertex_matrix=vertices, face_matrix=faces))
     try:
         ms.meshing_close_holes(maxholesize=max(3, max_edges), newfaceselected=True, selfintersection=True)
-    except pymeshlab.PyMeshLabException:
+    except (pymeshlab.PyMeshLabException, RuntimeError):
         return vertices, faces, 0  # a non-manifold edge: MeshLab closes nothing, nor do we
     m = ms.current_mesh()
     v = np.asarray(m.vertex_matrix(), dtype=np.float64)
@@ -413,6 +434,10 @@ def mesh_udf(udf_fn: Callable, bounds_mm, config: UdfMeshConfig | None = None, *
     timings["cloud_s"] = time.perf_counter() - t0
     say(f"{len(cloud)} dense points in {timings['cloud_s']:.1f} s")
 
+    extent = float(np.linalg.norm(cloud.max(axis=0) - cloud.min(axis=0))) if len(cloud) else 0.0
+    if len(cloud) < 4 * config.normal_neighbours or extent < 2 * config.support_radius_mm:
+        raise VesselfieldError(f"empty prediction: only {len(cloud)} points came within {config.keep_mm:g} mm of the "
+                               f"level, spread over {extent:.2g} mm: no surface to mesh")
     t1 = time.perf_counter()
     sub = _poisson_disk(cloud, config, rng)
     timings["subsample_s"] = time.perf_counter() - t1

@@ -137,7 +137,6 @@ def run_nudf_benchmark(data_dir, methods: Sequence[str], out_dir, *, test_fracti
     from vesselfield.io.atomic import write_text_atomic
     from vesselfield.io.run_folder import check_out_dir, write_json
     from vesselfield.methods.nudf import NudfConfig
-    from vesselfield.pipelines.predict_nudf import load_nudf_run
     from vesselfield.pipelines.train_nudf import train_nudf_run
 
     chosen = _method_list(methods)
@@ -151,13 +150,14 @@ def run_nudf_benchmark(data_dir, methods: Sequence[str], out_dir, *, test_fracti
     out.mkdir(parents=True, exist_ok=True)
     by_name = {c.name: c for c in dataset.cases}
     warnings: list[str] = []
-    training = {}
+    training, models = {}, {}
     for m in chosen:
         t0 = time.perf_counter()
         summary = train_nudf_run(data_dir, out / "runs" / m, configs[m], cases=train_names, device=device,
                                  resume=resume and (out / "runs" / m).exists(), progress=progress,
                                  command=command)
         result = summary.objects["result"]
+        models[m] = summary.objects["trained"]
         training[m] = {"epochs_done": result.epochs_done, "stopped_by": result.stopped_by,
                        "train_seconds": time.perf_counter() - t0, "run_dir": str(out / "runs" / m)}
         warnings += [f"{m}: {w}" for w in summary.warnings]
@@ -169,7 +169,7 @@ def run_nudf_benchmark(data_dir, methods: Sequence[str], out_dir, *, test_fracti
         lo, hi = np.asarray(loaded.mesh.bounds[0]), np.asarray(loaded.mesh.bounds[1])
         center = 0.5 * (lo + hi)
         for m in chosen:
-            trained = load_nudf_run(out / "runs" / m)
+            trained = models[m]
             row = {"method": m, "case": name, "status": "ok", "error": None, "input_voxels": trained.config.roi_voxels}
             try:
                 row.update(evaluate_prediction(trained, loaded.image, loaded.grid, loaded.mesh, center, device=dev,

@@ -11,7 +11,7 @@ from vesselfield.errors import VesselfieldError
 from vesselfield.grid import VolumeGrid
 from vesselfield.validate import require_finite
 
-__all__ = ["grid_from_options", "read_volume"]
+__all__ = ["grid_from_options", "read_volume", "training_report"]
 
 
 def grid_from_options(
@@ -64,3 +64,29 @@ def read_volume(path, *, geometry_path=None, spacing_mm=None, origin_mm=None, wh
     array, grid = load_volume(path, grid, what=what) if grid is not None else load_volume(path, what=what)
     require_finite(array, f"{what} {path.name}")
     return np.asarray(array), grid
+
+
+def training_report(out, result, model_path) -> tuple[dict, list[str], dict | None]:
+    """What every dataset training's summary says of its trainer run: ``(files, lines, metrics)``.
+
+    ``files``: config.yaml, log.csv, last.pt, the model file (``model_path``) and best.pt when there is
+    one; ``lines``: epochs, why it stopped, the best monitored value, the time (and how to continue a
+    run the time limit stopped); ``metrics``: the last epoch's validation values (None without any).
+    ``result`` is the :class:`~vesselfield.training.TrainResult`.
+    """
+    from pathlib import Path
+
+    out = Path(out)
+    best = "none" if result.best_value is None else f"{result.best_value:.4g}"
+    lines = [f"{result.epochs_done} epochs ({result.stopped_by}), best {result.monitor} {best} at epoch "
+             f"{result.best_epoch}; {result.elapsed_s:.1f} s"]
+    if result.stopped_by == "time_limit":
+        lines.append(f"stopped by the time limit: `--resume` continues it; {Path(model_path).name} holds the best "
+                     "weights so far")
+    files = {"config": out / "config.yaml", "log": result.log_path, "last": result.last_checkpoint,
+             "model": model_path}
+    if result.best_checkpoint is not None:
+        files["best"] = result.best_checkpoint
+    last_row = result.rows[-1] if result.rows else {}
+    metrics = {k: v for k, v in last_row.items() if k.startswith("val_")} or None
+    return files, lines, metrics

@@ -34,6 +34,8 @@ def load_nudf_run(run_dir):
     from vesselfield.methods.nudf import MODEL_FILE, load_model_file
 
     run = Path(run_dir)
+    if not run.is_dir():
+        raise VesselfieldError(f"--run {run} is not a folder")
     if not (run / MODEL_FILE).exists():
         raise VesselfieldError(f"--run {run} holds no trained model ({MODEL_FILE}): its training has not finished "
                                "(resume it with --resume)")
@@ -108,9 +110,11 @@ def predict_nudf_arrays(trained, image, grid, center_mm, *, device="cpu") -> dic
     return out
 
 
-def predict_nudf_files(run_dir, image_path, out_dir, *, center_mm=None, device="auto", trained=None) -> RunSummary:
+def predict_nudf_files(run_dir, image_path, out_dir, *, center_mm=None, device="auto", trained=None,
+                       assignments=None) -> RunSummary:
     """Apply the NUDF / unet-roi run ``run_dir`` to the CT ``image_path``; write into ``out_dir`` (see the module
-    docstring). ``trained``: the run's model when the caller has loaded it already."""
+    docstring). ``trained``: the run's model when the caller has loaded it already; ``assignments``: ``--set``
+    items of the prediction (``mesh.keep_mm=0.3``; :func:`~vesselfield.methods.nudf.with_predict_settings`)."""
     from vesselfield.datasets.surface_ct import check_image_spacing
     from vesselfield.device import resolve_device
     from vesselfield.io.meshes import save_mesh
@@ -121,7 +125,11 @@ def predict_nudf_files(run_dir, image_path, out_dir, *, center_mm=None, device="
     from vesselfield.meshing.udf import boundary_edge_count
     from vesselfield.validate import require_finite
 
+    from vesselfield.methods.nudf import TrainedNudf, with_predict_settings
+
     trained = trained if trained is not None else load_nudf_run(run_dir)
+    if assignments:
+        trained = TrainedNudf(with_predict_settings(trained.config, assignments), trained.model, trained.details)
     check_image_spacing(Path(image_path), "CT image")
     image, grid = load_volume(image_path, what="CT image")
     if image.dtype.kind not in "iuf":

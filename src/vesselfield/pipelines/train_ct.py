@@ -113,6 +113,7 @@ def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] 
         make_objective,
         model_payload,
     )
+    from vesselfield.pipelines.common import training_report
     from vesselfield.training.checkpoint import read_checkpoint, seed_everything
     from vesselfield.training.distributed import torchrun_environment
     from vesselfield.training.trainer import BEST_NAME, LAST_NAME, train
@@ -197,21 +198,11 @@ def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] 
                "monitor": result.monitor, "best_value": result.best_value, "stopped_by": result.stopped_by}
     model_path = save_tensors(out / MODEL_FILE, model_payload(config, weights, strides, refiner_strides, norm, patch,
                                                               spacing, details), what="VesselSDF model file")
-    last_row = result.rows[-1] if result.rows else {}
-    metrics = {k: v for k, v in last_row.items() if k.startswith("val_")} or None
+    files, report, metrics = training_report(out, result, model_path)
     lines = [dataset.label_note,
              f"cases: {len(train_names)} training, {len(val_names)} validation; patch {'x'.join(map(str, patch))} "
              f"voxels, {len(train_ds)} patches per epoch; training spacing "
-             f"{'x'.join(f'{s:.3g}' for s in spacing)} mm",
-             f"{result.epochs_done} epochs ({result.stopped_by}), best {result.monitor} "
-             f"{result.best_value if result.best_value is None else f'{result.best_value:.4g}'} at epoch "
-             f"{result.best_epoch}; {result.elapsed_s:.1f} s"]
-    if result.stopped_by == "time_limit":
-        lines.append(f"stopped by the time limit: `--resume` continues it; {MODEL_FILE} holds the best weights so far")
-    files = {"config": out / "config.yaml", "log": result.log_path, "last": result.last_checkpoint,
-             "model": model_path}
-    if result.best_checkpoint is not None:
-        files["best"] = result.best_checkpoint
+             f"{'x'.join(f'{s:.3g}' for s in spacing)} mm", *report]
     summary = RunSummary(verb, out, files=files, metrics=metrics, warnings=warnings, lines=lines,
                          details=to_plain({**details, "patch_voxels": list(patch), "spacing_mm": list(spacing),
                                            "elapsed_s": result.elapsed_s}),

@@ -118,20 +118,23 @@ def train_nudf_run(data_dir, out_dir, config, *, cases: Sequence[str] | None = N
         command: the reproducing command line stored in ``config.yaml``.
 
     Returns:
-        :class:`RunSummary` (``objects["result"]`` the :class:`~vesselfield.training.TrainResult`).
+        :class:`RunSummary` (``objects["result"]`` the :class:`~vesselfield.training.TrainResult`,
+        ``objects["trained"]`` the :class:`~vesselfield.methods.nudf.TrainedNudf` that ``model.pt`` holds).
     """
     from vesselfield.datasets.surface_ct import load_surface_case, read_surface_dataset
     from vesselfield.io.run_folder import prepare_run_folder, to_plain
-    from vesselfield.io.torch_files import save_tensors
+    from vesselfield.io.torch_files import load_state, save_tensors
     from vesselfield.methods.nudf import (
         MODEL_FILE,
         NudfConfig,
         NudfRoiDataset,
+        TrainedNudf,
         build_model,
         make_metrics,
         make_objective,
         model_payload,
     )
+    from vesselfield.pipelines.common import training_report
     from vesselfield.pipelines.train_ct import split_cases
     from vesselfield.training.checkpoint import read_checkpoint, seed_everything
     from vesselfield.training.trainer import BEST_NAME, LAST_NAME, train
@@ -166,9 +169,12 @@ def train_nudf_run(data_dir, out_dir, config, *, cases: Sequence[str] | None = N
     val_ds = (NudfRoiDataset([prepared[n] for n in val_names], config, augment=False, seed=config.trainer.seed + 1,
                              rois_per_case=1) if val_names else None)
     trainer = config.trainer
-    if val_ds is None and trainer.monitor.startswith("val_"):
-        trainer = dataclasses.replace(trainer, monitor="train_loss", monitor_mode="min")
-        warnings.append("no validation cases: best.pt follows the training loss")
+    if val_ds is None:
+        # val_fraction 0: the trainer must not split the (augmented) training ROIs into a validation set.
+        trainer = dataclasses.replace(trainer, val_fraction=0.0)
+        if trainer.monitor.startswith("val_"):
+            trainer = dataclasses.replace(trainer, monitor="train_loss", monitor_mode="min")
+            warnings.append("no validation cases: best.pt follows the training loss")
 
     spacing = [float(v) for v in np.median(spacings, axis=0)]
     inputs = {"data": str(Path(data_dir)), "train_cases": list(train_names), "val_cases": list(val_names),
@@ -189,21 +195,13 @@ def train_nudf_run(data_dir, out_dir, config, *, cases: Sequence[str] | None = N
                "epochs_done": result.epochs_done, "best_epoch": result.best_epoch, "monitor": result.monitor,
                "best_value": result.best_value, "stopped_by": result.stopped_by, "spacing_mm": spacing}
     model_path = save_tensors(out / MODEL_FILE, model_payload(config, weights, details), what="NUDF model file")
-    last_row = result.rows[-1] if result.rows else {}
-    metrics = {k: v for k, v in last_row.items() if k.startswith("val_")} or None
-    best_text = "none" if result.best_value is None else f"{result.best_value:.4g}"
+    best_model = build_model(config)
+    trained = TrainedNudf(config, load_state(best_model, weights, model_path), to_plain(details))
+    files, report, metrics = training_report(out, result, model_path)
     lines = [f"cases: {len(train_names)} training, {len(val_names)} validation; ROI {config.roi_mm:g} mm in "
-             f"{config.roi_voxels}^3 voxels ({config.voxel_mm:.3g} mm), {len(train_ds)} ROIs per epoch",
-             f"{result.epochs_done} epochs ({result.stopped_by}), best {result.monitor} {best_text} at epoch "
-             f"{result.best_epoch}; {result.elapsed_s:.1f} s"]
-    if result.stopped_by == "time_limit":
-        lines.append(f"stopped by the time limit: `--resume` continues it; {MODEL_FILE} holds the best weights so far")
-    files = {"config": out / "config.yaml", "log": result.log_path, "last": result.last_checkpoint,
-             "model": model_path}
-    if result.best_checkpoint is not None:
-        files["best"] = result.best_checkpoint
+             f"{config.roi_voxels}^3 voxels ({config.voxel_mm:.3g} mm), {len(train_ds)} ROIs per epoch", *report]
     summary = RunSummary(verb, out, files=files, metrics=metrics, warnings=warnings, lines=lines,
                          details=to_plain({**details, "elapsed_s": result.elapsed_s}),
-                         objects={"result": result, "model": model})
+                         objects={"result": result, "model": model, "trained": trained})
     summary.write()
     return summary
