@@ -115,10 +115,10 @@ def predict_cmd(
 ):
     """Predict a CT image with a trained run: VesselSDF's SDF and occupancy on its grid and a mesh, or NUDF's
     unsigned distance, dense surface cloud and (open) mesh in a region of interest."""
-    from vesselfield.methods.nudf import MODEL_FILE, MODEL_FORMAT, model_format
+    from vesselfield.methods.nudf import MODEL_FILE, is_nudf_run
     from vesselfield.pipelines.predict_ct import predict_ct_files
 
-    if (run / MODEL_FILE).is_file() and model_format(run / MODEL_FILE) == MODEL_FORMAT:
+    if is_nudf_run(run):
         from vesselfield.errors import VesselfieldError
         from vesselfield.pipelines.predict_nudf import predict_nudf_files
 
@@ -139,6 +139,21 @@ def predict_cmd(
 
 
 # ---------------------------------------------------------------------------------- benchmark
+def _echo_benchmark(result) -> None:
+    """Print a CT benchmark's tables, warnings, failed rows and files; every row failed -> one-line error."""
+    from vesselfield.errors import VesselfieldError
+
+    typer.echo(result.tables)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    failed = [r for r in result.rows if r.get("status") != "ok"]
+    for r in failed:
+        typer.echo(f"failed: {r.get('method')} / {r.get('case')}: {r.get('error')}", err=True)
+    for path in result.files.values():
+        typer.echo(f"wrote {path}")
+    if failed and len(failed) == len(result.rows):
+        raise VesselfieldError(f"every method failed; first: {failed[0].get('method')}: {failed[0].get('error')}")
+
 
 
 @benchmark_app.command("ct")
@@ -169,7 +184,6 @@ def benchmark_ct_cmd(
 ):
     """Train each method on a split of the dataset's cases, evaluate on the others, print Tables 1-2."""
     from vesselfield.cli.app import command_line
-    from vesselfield.errors import VesselfieldError
     from vesselfield.pipelines.benchmark_ct import run_ct_benchmark
 
     names = [n for item in (test_cases or []) for n in item.replace(",", " ").split()] or None
@@ -177,16 +191,7 @@ def benchmark_ct_cmd(
                               test_cases=names, split_seed=split_seed, epochs=epochs, time_limit_s=time_limit,
                               assignments=set_, device=device, resume=resume, progress=not quiet, figures=figures,
                               command=command_line(), log=None if quiet else (lambda line: typer.echo(line, err=True)))
-    typer.echo(result.tables)
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    failed = [r for r in result.rows if r.get("status") != "ok"]
-    for r in failed:
-        typer.echo(f"failed: {r.get('method')} / {r.get('case')}: {r.get('error')}", err=True)
-    for path in result.files.values():
-        typer.echo(f"wrote {path}")
-    if failed and len(failed) == len(result.rows):
-        raise VesselfieldError(f"every method failed; first: {failed[0].get('method')}: {failed[0].get('error')}")
+    _echo_benchmark(result)
 
 
 @benchmark_app.command("nudf")
@@ -210,20 +215,10 @@ def benchmark_nudf_cmd(
 ):
     """Train NUDF and its U-Net baseline on a split of a surface dataset, evaluate the meshes, print Table 1."""
     from vesselfield.cli.app import command_line
-    from vesselfield.errors import VesselfieldError
     from vesselfield.pipelines.benchmark_nudf import run_nudf_benchmark
 
     names = [n for item in (test_cases or []) for n in item.replace(",", " ").split()] or None
     result = run_nudf_benchmark(data, list(methods), out, test_fraction=test_fraction, test_cases=names,
                                 split_seed=split_seed, epochs=epochs, time_limit_s=time_limit, assignments=set_,
                                 device=device, resume=resume, progress=not quiet, command=command_line())
-    typer.echo(result.tables)
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    failed = [r for r in result.rows if r["status"] != "ok"]
-    for r in failed:
-        typer.echo(f"failed: {r['method']} / {r['case']}: {r['error']}", err=True)
-    for path in result.files.values():
-        typer.echo(f"wrote {path}")
-    if failed and len(failed) == len(result.rows):
-        raise VesselfieldError(f"every method failed; first: {failed[0]['method']}: {failed[0]['error']}")
+    _echo_benchmark(result)

@@ -40,7 +40,7 @@ from vesselfield.meshing.udf import UdfMeshConfig
 from vesselfield.training.trainer import TrainerConfig
 
 __all__ = ["MODEL_FILE", "MODEL_FORMAT", "VARIANTS", "NudfConfig", "NudfRoiDataset", "Roi", "TrainedNudf",
-           "build_model", "load_model_file", "make_metrics", "make_objective", "model_payload", "roi_image",
+           "build_model", "is_nudf_run", "load_model_file", "make_metrics", "make_objective", "model_payload", "roi_image",
            "with_predict_settings"]
 
 MODEL_FILE = "model.pt"
@@ -516,6 +516,20 @@ def model_payload(config: NudfConfig, state: dict, details: dict) -> dict:
     from vesselfield.io.run_folder import to_plain
 
     return {"format": MODEL_FORMAT, "config": config_to_dict(config), "state": state, "details": to_plain(details)}
+
+
+def is_nudf_run(run_dir) -> bool:
+    """Whether ``run_dir`` is a ``train nudf|unet-roi`` run: its config.yaml's command says so (a few bytes,
+    not the weights); a folder with a model file and no config.yaml is asked its model file's format."""
+    from pathlib import Path
+
+    from vesselfield.io.run_folder import CONFIG_NAME, read_config_yaml
+
+    run = Path(run_dir)
+    if (run / CONFIG_NAME).is_file():
+        words = str(read_config_yaml(run / CONFIG_NAME).get("command") or "").split()
+        return words[1:2] == ["train"] and words[2:3] in (["nudf"], ["unet-roi"])
+    return (run / MODEL_FILE).is_file() and model_format(run / MODEL_FILE) == MODEL_FORMAT
 
 
 def model_format(path) -> str | None:

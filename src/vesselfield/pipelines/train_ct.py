@@ -22,7 +22,7 @@ import numpy as np
 from vesselfield.errors import VesselfieldError
 from vesselfield.io.run_folder import RunSummary
 
-__all__ = ["TRAIN_VERB", "load_training_cases", "split_cases", "train_ct_run"]
+__all__ = ["TRAIN_VERB", "load_training_cases", "split_cases", "train_ct_run", "training_split"]
 
 TRAIN_VERB = "train"
 
@@ -79,6 +79,14 @@ def split_cases(names: list[str], val_fraction: float, seed: int) -> tuple[list[
     return [names[i] for i in train_idx], [names[i] for i in val_idx], []
 
 
+def training_split(names: list[str], val_cases, trainer) -> tuple[list[str], list[str], list[str]]:
+    """``(train, validation, warnings)`` of a dataset training: ``val_cases`` when given (the training then
+    uses every name), else :func:`split_cases` with the trainer config's ``val_fraction`` and ``seed``."""
+    if val_cases is None:
+        return split_cases(list(names), trainer.val_fraction, trainer.seed)
+    return list(names), list(val_cases), []
+
+
 def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] | None = None,
                  val_cases: Sequence[str] | None = None, device="auto", resume: bool = False, progress: bool = True,
                  command: str | None = None) -> RunSummary:
@@ -124,12 +132,7 @@ def train_ct_run(data_dir, out_dir, config, *, label=None, cases: Sequence[str] 
     names = list(cases) if cases is not None else [c.name for c in dataset.cases]
     if not names:
         raise VesselfieldError(f"the dataset {data_dir} has no training case")
-    warnings: list[str] = []
-    if val_cases is None:
-        train_names, val_names, notes = split_cases(names, config.trainer.val_fraction, config.trainer.seed)
-        warnings += notes
-    else:
-        train_names, val_names = names, list(val_cases)
+    train_names, val_names, warnings = training_split(names, val_cases, config.trainer)
     loaded = load_training_cases(dataset, sorted(set(train_names) | set(val_names)), band_mm=config.sdf_band_mm)
     by_name = {c.name: (c, sdf) for c, sdf in loaded}
     for name in train_names:

@@ -135,7 +135,7 @@ def train_nudf_run(data_dir, out_dir, config, *, cases: Sequence[str] | None = N
         model_payload,
     )
     from vesselfield.pipelines.common import training_report
-    from vesselfield.pipelines.train_ct import split_cases
+    from vesselfield.pipelines.train_ct import training_split
     from vesselfield.training.checkpoint import read_checkpoint, seed_everything
     from vesselfield.training.trainer import BEST_NAME, LAST_NAME, train
 
@@ -146,12 +146,7 @@ def train_nudf_run(data_dir, out_dir, config, *, cases: Sequence[str] | None = N
     names = list(cases) if cases is not None else list(by_name)
     if not names:
         raise VesselfieldError(f"the dataset {data_dir} has no training case")
-    warnings: list[str] = []
-    if val_cases is None:
-        train_names, val_names, notes = split_cases(names, config.trainer.val_fraction, config.trainer.seed)
-        warnings += notes
-    else:
-        train_names, val_names = names, list(val_cases)
+    train_names, val_names, warnings = training_split(names, val_cases, config.trainer)
     missing = [n for n in list(train_names) + list(val_names) if n not in by_name]
     if missing:
         raise VesselfieldError(f"the dataset {data_dir} has no case {missing[0]!r}")
