@@ -10,6 +10,7 @@ test file. They are plain functions rather than fixtures because most of them ta
 - :func:`sphere_sdf`, :func:`ball`, :func:`tube`: analytic shapes as SDFs and voxel occupancies.
 - :func:`modules_loaded_by`: which heavy modules a fresh interpreter loads for an import.
 - :func:`write_xa_dicom`: a small, valid DICOM X-ray angiography file.
+- :func:`small_two_view_geometry`: the papers' two views on a coarse grid and 256² detectors.
 """
 
 from __future__ import annotations
@@ -175,3 +176,16 @@ def write_xa_dicom(path, drop: Sequence[str] = (), **values):
         ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(path, write_like_original=False)
     return path
+
+
+# ------------------------------------------------------------------------------------ two views
+def small_two_view_geometry():
+    """The papers' two views (angles and distances of ``default_geometry``) on a 64³ grid of 1.6 mm and
+    256² detectors of 0.556 mm: a quarter of the default's cost, the same field of view."""
+    from vesselfield.geometry import ConeBeamView, Geometry
+    from vesselfield.grid import VolumeGrid
+
+    detector = dict(detector_shape=(256, 256), pixel_spacing_mm=(0.556, 0.556))
+    return Geometry(VolumeGrid.centered((64, 64, 64), 1.6),
+                    [ConeBeamView(29.7, 0.1, 993.0, 757.0605, **detector),
+                     ConeBeamView(2.0, 29.0, 1055.0, 756.9934, **detector)])

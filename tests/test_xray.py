@@ -300,7 +300,10 @@ def test_cli_reconstruct_contract(case, tmp_path, capsys):
     assert len((out / "log.csv").read_text().splitlines()) == 61
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 60 and summary["metrics"]["dice"] == metrics["dice"]
-    assert summary["files"]["occupancy"] == str(out / "occupancy.nii.gz") and summary["warnings"] == []
+    # One L-shaped tube has two centreline ends: too few landmarks to calibrate the poses on, and it says so.
+    assert summary["files"]["occupancy"] == str(out / "occupancy.nii.gz")
+    assert summary["warnings"] == ["pose refinement of view 2 skipped: views 1 and 2 show 2 and 2 centreline "
+                                   "endpoints and bifurcations, fewer than 6: the recorded pose is kept"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html
 

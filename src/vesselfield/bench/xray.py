@@ -80,7 +80,17 @@ SIDES = ("left", "right")
 METRIC_COLUMNS = ("cldice", "dice", "iou", "re_error", "chamfer_voxel_mm", "chamfer_mm", "re_mse")
 """Keys of :func:`vesselfield.metrics.evaluate_volumes` kept per job."""
 
-CSV_COLUMNS = ("case", "side", "method", "status", "error", *METRIC_COLUMNS, "seconds", "device")
+TOPOLOGY_COLUMNS = ("components", "largest_component_fraction", "skeleton_breaks")
+"""Keys of :func:`vesselfield.meshing.connect.topology_report` kept per job."""
+
+POSE_COLUMNS = ("rotation_error_before_deg", "rotation_error_deg", "cldice_aligned", "dice_aligned")
+"""With pose errors: the relative rotation between the two views, recorded and refined, against the
+truth (:func:`vesselfield.methods.xray_pose.relative_rotation_error_deg`; empty without refinement), and
+clDice / Dice after the rigid motion that best overlays the reconstruction on the truth
+(:func:`vesselfield.metrics.alignment.rigidly_aligned`: the placement two views cannot observe)."""
+
+CSV_COLUMNS = ("case", "side", "method", "status", "error", *METRIC_COLUMNS, *TOPOLOGY_COLUMNS, *POSE_COLUMNS,
+               "seconds", "device")
 """Columns of results.csv; ``seconds`` is the method's optimisation time (``XrayResult.seconds``)."""
 
 TABLE_COLUMNS = (
@@ -90,6 +100,8 @@ TABLE_COLUMNS = (
     ("re_error", "reError ↓"),
     ("chamfer_voxel_mm", "Chamfer (mm) ↓"),
     ("re_mse", "reMSE ↓"),
+    ("components", "components"),
+    ("skeleton_breaks", "breaks ↓"),
     ("seconds", "time (s)"),
 )
 """(column, title) of the summary tables, in the SDF-CAR paper's order."""
@@ -327,16 +339,24 @@ def _xcat_mesh_on(grid: VolumeGrid):
 
 
 # ==================================================================================== simulation
-def simulate_views(occupancy: np.ndarray, geometry, *, masks_only: bool = False, device="cpu") -> list[np.ndarray]:
+def simulate_views(occupancy: np.ndarray, geometry, *, masks_only: bool = False, device="cpu",
+                   degradation=None) -> list[np.ndarray]:
     """The views a method sees: per ``geometry.views[i]`` an (H, W) float32 image.
 
     Line integrals in mm of ``occupancy`` (X, Y, Z) on ``geometry.volume``
     (:func:`vesselfield.render.project_views`, the NeCA / SDF-CAR input), or with ``masks_only``
     their binary masks (:func:`vesselfield.render.projection_mask`, default threshold) as 0/1.
+    With a ``degradation`` (:class:`vesselfield.render.degrade.Degradation`), the views of a real
+    acquisition instead (:func:`vesselfield.render.degrade.simulate_views`).
     """
     import torch
 
     from vesselfield.render import project_views, projection_mask
+
+    if degradation is not None:
+        from vesselfield.render.degrade import simulate_views as simulate_degraded
+
+        return simulate_degraded(occupancy, geometry, degradation, masks_only=masks_only, device=device).images
 
     volume = torch.tensor(np.asarray(occupancy), dtype=torch.float32, device=device)
     with torch.no_grad():
@@ -349,22 +369,36 @@ def simulate_views(occupancy: np.ndarray, geometry, *, masks_only: bool = False,
 _last_inputs: dict = {}
 
 
-def _case_inputs(case: Case, geometry, device, masks_only: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(binary ground truth (X, Y, Z) float32, simulated views) of a case; the last case's are kept,
-    because jobs run case by case and a process usually meets the same case once per method."""
-    key = (case, json.dumps(geometry.to_dict()), str(device), bool(masks_only))
+def _case_inputs(case: Case, geometry, device, masks_only: bool, degradation=None):
+    """(binary ground truth (X, Y, Z) float32, simulated views, true geometry) of a case; the last
+    case's are kept, because jobs run case by case and a process usually meets the same case once
+    per method. With pose errors the ground truth is moved into the reference view's recorded frame
+    (:func:`vesselfield.render.degrade.truth_in_reference_frame`: the rigid motion of the whole scene
+    that two views cannot see)."""
+    key = (case, json.dumps(geometry.to_dict()), str(device), bool(masks_only),
+           degradation.to_text() if degradation is not None else "")
     if key not in _last_inputs:
         _last_inputs.clear()
         occupancy = case.occupancy(geometry.volume, device=str(device))
+        true_geometry = geometry
+        if degradation is not None:
+            from vesselfield.render.degrade import simulate_views as simulate_degraded
+            from vesselfield.render.degrade import truth_in_reference_frame
+
+            sim = simulate_degraded(occupancy, geometry, degradation, masks_only=masks_only, device=device)
+            views, true_geometry = sim.images, sim.true_geometry
+            occupancy = truth_in_reference_frame(occupancy, geometry.volume, geometry.views[0], true_geometry.views[0])
+        else:
+            views = simulate_views(occupancy, geometry, masks_only=masks_only, device=device)
         target = (occupancy >= GROUND_TRUTH_THRESHOLD).astype(np.float32)
         if not target.any():
             raise VesselfieldError(
                 f"case {case.name}: the ground truth is empty on the geometry grid "
                 f"(no voxel >= {GROUND_TRUTH_THRESHOLD})"
             )
-        _last_inputs[key] = (target, simulate_views(occupancy, geometry, masks_only=masks_only, device=device))
-    target, views = _last_inputs[key]
-    return target.copy(), [v.copy() for v in views]
+        _last_inputs[key] = (target, views, true_geometry)
+    target, views, true_geometry = _last_inputs[key]
+    return target.copy(), [v.copy() for v in views], true_geometry
 
 
 # =========================================================================================== job
@@ -376,6 +410,7 @@ class XrayTask:
         case: the ground truth. geometry: the :class:`~vesselfield.geometry.Geometry`.
         config: the method's config (``config.method`` names the method).
         masks_only: simulate binary masks instead of line integrals.
+        degradation: a :class:`~vesselfield.render.degrade.Degradation` of the simulated views, or None.
         reconstruct: the reconstruction callable; None for
             :func:`vesselfield.methods.sdf_car.reconstruct_xray`.
     """
@@ -385,6 +420,7 @@ class XrayTask:
     config: Any
     masks_only: bool = False
     reconstruct: Callable | None = None
+    degradation: Any = None
 
 
 def reconstruct_and_evaluate(task: XrayTask, *, device: str, out_dir: Path) -> dict:
@@ -404,14 +440,32 @@ def reconstruct_and_evaluate(task: XrayTask, *, device: str, out_dir: Path) -> d
     if reconstruct is None:
         from vesselfield.methods.sdf_car import reconstruct_xray as reconstruct
     grid = task.geometry.volume
-    target, views = _case_inputs(task.case, task.geometry, resolved, task.masks_only)
+    from vesselfield.meshing.connect import topology_report
+
+    target, views, true_geometry = _case_inputs(task.case, task.geometry, resolved, task.masks_only, task.degradation)
     # Every method of the case writes the same file (atomically), so it always matches this run's grid.
     save_volume(Path(out_dir).parent / GROUND_TRUTH_FILE, target.astype(np.uint8), grid)
     result = reconstruct(task.geometry, views, kind="mask" if task.masks_only else "line_integral",
                          config=task.config, device=device, out_dir=Path(out_dir), progress=False)
     metrics = evaluate_volumes(np.asarray(result.occupancy), target, grid)
-    return {**{key: float(metrics[key]) for key in METRIC_COLUMNS}, "seconds": float(result.seconds),
-            "device": str(resolved)}
+    topology = topology_report(np.asarray(result.occupancy) >= 0.5, target >= 0.5)
+    row = {**{key: float(metrics[key]) for key in METRIC_COLUMNS}, **{key: topology[key] for key in TOPOLOGY_COLUMNS},
+           "seconds": float(result.seconds), "device": str(resolved)}
+    if task.degradation is not None and task.degradation.poses:
+        from vesselfield.metrics import cldice, dice
+        from vesselfield.metrics.alignment import rigidly_aligned
+
+        moved, _ = rigidly_aligned(np.asarray(result.occupancy), target >= 0.5, grid)
+        row["cldice_aligned"] = float(cldice(moved >= 0.5, target >= 0.5))
+        row["dice_aligned"] = float(dice(moved >= 0.5, target >= 0.5))
+    refined = getattr(result, "geometry", None)
+    if refined is not None and len(refined.views) > 1 and getattr(result, "pose", None) is not None:
+        from vesselfield.methods.xray_pose import relative_rotation_error_deg
+
+        recorded, true = task.geometry.views, true_geometry.views
+        row["rotation_error_before_deg"] = relative_rotation_error_deg(recorded[0], recorded[1], true[0], true[1])
+        row["rotation_error_deg"] = relative_rotation_error_deg(refined.views[0], refined.views[1], true[0], true[1])
+    return row
 
 
 # ======================================================================================== tables
@@ -565,6 +619,7 @@ def run_xray_benchmark(
     make_config: Callable | None = None,
     command: str | None = None,
     overrides: dict | None = None,
+    degradation=None,
 ) -> XrayBenchmarkResult:
     """Run every case x method, write ``out_dir/results.csv`` and ``out_dir/summary.md``.
 
@@ -603,10 +658,19 @@ def run_xray_benchmark(
         overrides: config fields set on every method's config (the CLI's ``--set field=value``;
             values may be the command line's strings); a field also given by ``iterations``,
             ``time_limit_s`` or ``seed`` with another value is an error.
+        degradation: a :class:`~vesselfield.render.degrade.Degradation` or its ``--degrade`` text:
+            every case's views are those of a real acquisition (noise, blur, background, pose errors,
+            broken masks); with pose errors the ground truth is moved into the reference view's frame.
 
     Returns:
         :class:`XrayBenchmarkResult`: the rows and the summary's text (nothing is read back).
     """
+    from vesselfield.render.degrade import Degradation, parse_degradation
+
+    if degradation is not None and not isinstance(degradation, Degradation):
+        degradation = parse_degradation(str(degradation))
+    if degradation is not None and degradation == Degradation(seed=degradation.seed):
+        degradation = None
     methods = _methods_list(methods)
     geometry_obj = _resolve_geometry(geometry)
     case_list = resolve_cases(cases, geometry_obj)
@@ -624,15 +688,17 @@ def run_xray_benchmark(
         for method in methods:
             fingerprint = harness.settings_fingerprint({
                 "case": case, "method": method, "preset": presets[method], "masks_only": bool(masks_only),
-                "config": configs[method], "geometry": geometry_obj.to_dict()})
+                "config": configs[method], "geometry": geometry_obj.to_dict(),
+                **({"degradation": degradation.to_text()} if degradation is not None else {})})
             task = XrayTask(case=case, geometry=geometry_obj, config=configs[method], masks_only=bool(masks_only),
-                            reconstruct=reconstruct)
+                            reconstruct=reconstruct, degradation=degradation)
             jobs.append(harness.Job(out_dir=str(out_dir / case.name / method), fingerprint=fingerprint, task=task,
                                     row={"case": case.name, "side": case.side or "", "method": method},
                                     device=device))
     for job, job_device in zip(jobs, harness.assign_devices(device, workers, len(jobs))):
         job.device = job_device
-    rows = harness.run_jobs(jobs, reconstruct_and_evaluate, columns=CSV_COLUMNS, numeric=(*METRIC_COLUMNS, "seconds"),
+    rows = harness.run_jobs(jobs, reconstruct_and_evaluate, columns=CSV_COLUMNS,
+                            numeric=(*METRIC_COLUMNS, *TOPOLOGY_COLUMNS, *POSE_COLUMNS, "seconds"),
                             workers=workers, ray_address=ray_address, progress=progress,
                             description="xray benchmark", describe=lambda row: f"dice {row['dice']:.3f}")
 
@@ -643,9 +709,12 @@ def run_xray_benchmark(
             "--ray-address": ray_address, "--iterations": iterations, "--time-limit": time_limit_s,
             "--device": device if device != "auto" else None,
             "--geometry": geometry if isinstance(geometry, (str, os.PathLike)) else None,
-            "--seed": seed}, dict(overrides or {}))
+            "--seed": seed, "--degrade": degradation.to_text() if degradation is not None else None},
+            dict(overrides or {}))
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     preset_text = ", ".join(str(p) for p in dict.fromkeys(presets.values()))
+    if degradation is not None:
+        kind += f", degraded ({degradation.to_text()})"
     header = (f"date {date}; machine {machine}; preset {preset_text}; input {kind}; "
               f"{_plural(len(case_list), 'case')} x {_plural(len(methods), 'method')}; command: `{command}`")
     summary = summary_markdown(rows, header=header, methods=methods)

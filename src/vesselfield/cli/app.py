@@ -52,6 +52,9 @@ GeometryOpt = typer.Option(None, "--geometry", help="Geometry JSON; its volume g
 SpacingOpt = typer.Option(None, "--spacing", help="Voxel spacing X Y Z in mm for a .npy volume.")
 OriginOpt = typer.Option(None, "--origin", help="World position X Y Z (LPS mm) of voxel (0,0,0) of a .npy volume; "
                                                 "default centres it.")
+DegradeOpt = typer.Option(None, "--degrade", help="Simulate a real acquisition, e.g. noise=0.02,blur_px=1,"
+                          "background=0.03,angle_deg=1,shift_mm=1.5 (also poisson, breaks, gap_px, thin_px, blobs, "
+                          "blob_px, seed; fractions of each view's peak, pixels, degrees, mm: docs/methods/sdf-car.md).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 QuietOpt = typer.Option(False, "--quiet", help="No progress bar.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same settings and inputs).")

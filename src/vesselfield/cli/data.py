@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import typer
 
 from vesselfield.cli.app import (
+    DegradeOpt,
     DeviceOpt,
     given,
     GeometryOpt,
@@ -87,13 +88,14 @@ def project(
                                                                     "projector's)."),
     threshold_mm: Optional[float] = typer.Option(None, "--threshold-mm", help="Line integral (mm) above which a "
                                                                               "pixel is vessel in the PNG masks."),
+    degrade: Optional[str] = DegradeOpt,
     device: str = DeviceOpt,
 ):
     """Line integrals (mm) of a volume in every view: view<i>.npy (float32 [H, W]) and masks view<i>.png."""
     from vesselfield.pipelines.project import project_to_files
 
     echo_summary(project_to_files(volume, geometry, out, spacing_mm=spacing, origin_mm=origin, step_mm=step_mm,
-                                  threshold_mm=threshold_mm, device=device))
+                                  threshold_mm=threshold_mm, device=device, degradation=degrade))
 
 
 # ----------------------------------------------------------------------------------- evaluate

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from vesselfield.cli.app import (
+    DegradeOpt,
     DeviceOpt,
     IterationsOpt,
     QuietOpt,
@@ -29,11 +30,16 @@ PresetOpt = typer.Option(None, "--preset", help="cpu (explicit grid, minutes on 
                                                 "the paper's); default: the config's.")
 
 
-def _xray_config(method, preset, iterations, time_limit, assignments):
+NoRefinePoseOpt = typer.Option(False, "--no-refine-pose", help="Use the geometry as recorded: no self-calibration of "
+                                                               "the views' poses (same as --set refine_pose=false).")
+
+
+def _xray_config(method, preset, iterations, time_limit, assignments, no_refine_pose: bool = False):
     from vesselfield.methods.sdf_car import SdfCarConfig
 
     return build(SdfCarConfig, {"method": method, "preset": preset, "iterations": iterations,
-                                "time_limit_s": time_limit}, assignments)
+                                "time_limit_s": time_limit, "refine_pose": False if no_refine_pose else None},
+                 assignments)
 
 
 # --------------------------------------------------------------------------------------- demo
@@ -74,12 +80,13 @@ def reconstruct_xray_cmd(
     gt: Optional[Path] = typer.Option(None, "--gt", help="Ground-truth volume on the geometry's grid: writes "
                                                          "metrics.json."),
     resume: bool = ResumeOpt,
+    no_refine_pose: bool = NoRefinePoseOpt,
     quiet: bool = QuietOpt,
 ):
     """Two-view coronary reconstruction: occupancy, SDF, mesh, config, log, figures, report [, metrics]."""
     from vesselfield.pipelines.reconstruct_xray import reconstruct_xray_files
 
-    config = _xray_config(method, preset, iterations, time_limit, set_)
+    config = _xray_config(method, preset, iterations, time_limit, set_, no_refine_pose)
     echo_summary(reconstruct_xray_files(geometry, out, projections=projections or None, masks=masks or None,
                                         config=config, device=device, gt_path=gt, resume=resume,
                                         progress=not quiet))
@@ -109,6 +116,7 @@ def benchmark_xray_cmd(
                                                                      "views)."),
     device: str = DeviceOpt,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every reconstruction (default: the config's)."),
+    degrade: Optional[str] = DegradeOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ):
     """Simulate the views of every case, reconstruct with each method, evaluate, tabulate."""
@@ -123,7 +131,7 @@ def benchmark_xray_cmd(
     result = run_xray_benchmark(list(cases) if len(cases) > 1 else cases[0], list(methods or METHODS), out,
                                 preset=preset, masks_only=masks_only, workers=workers, ray_address=ray_address,
                                 device=device, geometry=geometry, progress=not quiet, command=command_line(),
-                                overrides=overrides)
+                                overrides=overrides, degradation=degrade)
     rows = result.rows
     failed = [r for r in rows if r.get("status") != "ok"]
     typer.echo(result.summary)

@@ -2,18 +2,22 @@
 
 The convention (the project's contract; ``docs/geometry.md`` has it with a figure):
 
-World frame: LPS patient coordinates in mm with the isocenter at the origin. For a view with
+World frame: LPS patient coordinates in mm, the C-arm's isocenter at the origin unless a view's
+``isocenter_mm`` says otherwise. For a view with
 primary angle α (LAO > 0, RAO < 0) and secondary angle β (cranial > 0, caudal < 0)::
 
     d = (sin α cos β, -cos α cos β, sin β)      isocenter -> detector centre, unit
-    S = -DSO d                                  X-ray source
-    C = (DSD - DSO) d                           detector centre
+    S = O - DSO d                               X-ray source
+    C = O + (DSD - DSO) d                       detector centre
     u = (cos α, sin α, 0)                       detector column axis (c grows along u)
     v = u x d                                   detector row axis (r grows along v)
     P(r, c) = C + (c - (W-1)/2) Δc u + (r - (H-1)/2) Δr v
 
 with DSD = ``source_to_detector_mm``, DSO = ``source_to_isocenter_mm``, ``detector_shape`` =
-(H rows, W columns) and ``pixel_spacing_mm`` = (Δr, Δc). Images are indexed ``[r, c]``, row 0 at
+(H rows, W columns), ``pixel_spacing_mm`` = (Δr, Δc) and O = ``isocenter_mm``, the C-arm's
+isocenter in the world (the origin unless a view says otherwise: a view whose isocenter is at O
+sees the object moved by -O, which is how a pose refinement or a simulated patient motion
+between two acquisitions is written). Images are indexed ``[r, c]``, row 0 at
 the top. At α = β = 0 the detector is anterior (d = -y), columns run to the patient's left and
 rows run towards the feet. The angles are used exactly as given (the published SDF-CAR code
 simulates its views at half the configured angles; we do not).
@@ -55,6 +59,8 @@ VIEW_KEYS = (
     "detector_shape",
     "pixel_spacing_mm",
 )
+OPTIONAL_VIEW_KEYS = ("isocenter_mm",)
+"""Keys a view may have: ``isocenter_mm`` (default [0, 0, 0]), written only when it is not zero."""
 
 
 def _real(value: Any, name: str) -> float:
@@ -78,7 +84,7 @@ def _pair(values: Any, name: str) -> tuple[float, float]:
 class ConeBeamView:
     """One C-arm projection: where the source and the flat detector are, and the detector's pixels.
 
-    All vectors are LPS mm with the isocenter at the origin; see the module docstring for the
+    All vectors are LPS mm (isocenter at ``isocenter_mm``, the origin by default); see the module docstring for the
     formulas (they are the project's convention, ``docs/geometry.md``).
     """
 
@@ -94,6 +100,10 @@ class ConeBeamView:
     """(H rows, W columns) of detector pixels."""
     pixel_spacing_mm: tuple[float, float]
     """(row spacing Δr, column spacing Δc) of detector pixels at the detector plane (mm)."""
+    isocenter_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """O: the C-arm's isocenter in the world frame (mm); source and detector turn about it. The
+    origin for a calibrated C-arm; a refined pose (``geometry_refined.json``) or a patient that moved
+    between acquisitions has it elsewhere (the view sees the object moved by -O)."""
 
     def __post_init__(self):
         alpha = _real(self.primary_angle_deg, "primary_angle_deg")
@@ -116,6 +126,10 @@ class ConeBeamView:
             raise VesselfieldError(f"detector_shape must be two positive integers, got {self.detector_shape!r}")
         if spacing[0] <= 0 or spacing[1] <= 0:
             raise VesselfieldError(f"pixel_spacing_mm must be positive, got {list(spacing)}")
+        iso = self.isocenter_mm
+        if isinstance(iso, (str, bytes)) or not hasattr(iso, "__len__") or len(iso) != 3:
+            raise VesselfieldError(f"isocenter_mm must be three numbers [x, y, z], got {iso!r}")
+        object.__setattr__(self, "isocenter_mm", tuple(_real(x, "isocenter_mm") for x in iso))
         object.__setattr__(self, "primary_angle_deg", alpha)
         object.__setattr__(self, "secondary_angle_deg", beta)
         object.__setattr__(self, "source_to_detector_mm", dsd)
@@ -133,13 +147,13 @@ class ConeBeamView:
 
     @property
     def source_mm(self) -> np.ndarray:
-        """(3,) X-ray source position S = -DSO d, mm."""
-        return -self.source_to_isocenter_mm * self.direction
+        """(3,) X-ray source position S = O - DSO d, mm."""
+        return np.asarray(self.isocenter_mm) - self.source_to_isocenter_mm * self.direction
 
     @property
     def detector_center_mm(self) -> np.ndarray:
-        """(3,) detector centre C = (DSD - DSO) d, mm."""
-        return (self.source_to_detector_mm - self.source_to_isocenter_mm) * self.direction
+        """(3,) detector centre C = O + (DSD - DSO) d, mm."""
+        return np.asarray(self.isocenter_mm) + (self.source_to_detector_mm - self.source_to_isocenter_mm) * self.direction
 
     @property
     def u(self) -> np.ndarray:
@@ -151,6 +165,21 @@ class ConeBeamView:
     def v(self) -> np.ndarray:
         """(3,) unit row axis v = u x d: row index grows along v (down the image)."""
         return np.cross(self.u, self.direction)
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """(3, 3) world directions -> detector frame: rows u, v, d (orthonormal; (u, v, d) is left-handed,
+        det -1, so compare two views through ``R_a.T @ R_b``, a proper rotation)."""
+        return np.stack([self.u, self.v, self.direction])
+
+    def moved(self, *, primary_deg: float = 0.0, secondary_deg: float = 0.0, shift_mm=(0.0, 0.0, 0.0)) -> "ConeBeamView":
+        """This view with its angles changed by (primary_deg, secondary_deg) and the object it sees moved by
+        ``shift_mm`` (world mm; the isocenter moves by -shift_mm). Distances and detector unchanged."""
+        from dataclasses import replace
+
+        return replace(self, primary_angle_deg=self.primary_angle_deg + float(primary_deg),
+                       secondary_angle_deg=self.secondary_angle_deg + float(secondary_deg),
+                       isocenter_mm=tuple(np.asarray(self.isocenter_mm, float) - np.asarray(shift_mm, float)))
 
     @property
     def magnification(self) -> float:
@@ -251,17 +280,19 @@ class ConeBeamView:
             "source_to_isocenter_mm": self.source_to_isocenter_mm,
             "detector_shape": list(self.detector_shape),
             "pixel_spacing_mm": list(self.pixel_spacing_mm),
+            **({"isocenter_mm": list(self.isocenter_mm)} if any(self.isocenter_mm) else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConeBeamView":
-        """From a dict with every key of :meth:`to_dict`; other keys are ignored (room for metadata)."""
+        """From a dict with every key of :data:`VIEW_KEYS` (and optionally ``isocenter_mm``); other keys are
+        ignored (room for metadata)."""
         if not isinstance(d, dict):
             raise VesselfieldError(f"a view must be an object with keys {', '.join(VIEW_KEYS)}, got {type(d).__name__}")
         missing = [k for k in VIEW_KEYS if k not in d]
         if missing:
             raise VesselfieldError(f"missing key(s): {', '.join(missing)}")
-        return cls(**{k: d[k] for k in VIEW_KEYS})
+        return cls(**{k: d[k] for k in VIEW_KEYS + OPTIONAL_VIEW_KEYS if k in d})
 
 
 @dataclass

@@ -149,6 +149,8 @@ def occupancy_projection_loss(
     target_kind: str = "line_integral",
     k_per_mm: float = DEFAULT_K_PER_MM,
     weight=None,
+    huber_delta_mm: float | None = None,
+    deadzone_mm: float | None = None,
 ) -> torch.Tensor:
     """SDF-CAR's ``L_occ``: (weighted) MSE between rendered line integrals and the target.
 
@@ -164,6 +166,11 @@ def occupancy_projection_loss(
             (``"mask"`` only), 1/mm.
         weight: optional non-negative pixel weights, same shape; the loss is then the weighted
             mean ``sum(w e²) / sum(w)`` (so ``weight=1`` everywhere gives the plain MSE).
+        huber_delta_mm: line integrals only: replace ``e²`` by the Huber penalty ``e²`` for
+            ``|e| <= δ`` and ``2 δ |e| - δ²`` beyond (twice torch's ``huber_loss``, so it equals the
+            MSE below δ); None: the MSE.
+        deadzone_mm: line integrals only: residuals within ±ε cost nothing and beyond cost
+            ``(|e| - ε)²`` (an ε-insensitive MSE: the noise band of the view is left to the priors).
 
     Returns:
         Scalar tensor (pred's dtype and device). Zero when the rendering matches the target.
@@ -175,7 +182,12 @@ def occupancy_projection_loss(
     else:
         estimate = pred
         reference = _as_values(target, pred, "target")
-    sq = (estimate - reference) ** 2
+    if huber_delta_mm is not None and _check_kind(target_kind) == "line_integral":
+        sq = 2.0 * torch.nn.functional.huber_loss(estimate, reference, reduction="none", delta=float(huber_delta_mm))
+    elif deadzone_mm is not None and _check_kind(target_kind) == "line_integral":
+        sq = torch.relu((estimate - reference).abs() - float(deadzone_mm)) ** 2
+    else:
+        sq = (estimate - reference) ** 2
     if weight is None:
         return sq.mean()
     w = _as_values(weight, pred, "weight")
@@ -414,6 +426,9 @@ def sdf_car_loss(
     occ_pixels=None,
     eikonal: torch.Tensor | None = None,
     eikonal_weight: float = 0.0,
+    huber_delta_mm=None,
+    deadzone_mm=None,
+    occ_downsample: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SDF-CAR's objective ``λ_geo L_geo + λ_occ (L_occ + w E)`` over whole views (Reda et al., MIDL 2026 submission).
 
@@ -446,6 +461,11 @@ def sdf_car_loss(
             mean from being diluted by the detector's empty area.
         eikonal: optional scalar tensor, the eikonal residual ``E`` of an SDF field.
         eikonal_weight: ``w``.
+        huber_delta_mm, deadzone_mm: None (MSE), or one value (mm) or None per view: the Huber
+            or ε-insensitive ``L_occ`` of :func:`occupancy_projection_loss` on line integrals.
+        occ_downsample: ``L_occ`` compares views average-pooled by this factor (the mean line
+            integral over f x f pixels; noise averages down by f); ``occ_pixels`` then index the
+            pooled views.
 
     Returns:
         ``(total, terms)``: the scalar loss tensor, and floats ``loss_occ``, ``loss_geo`` (when
@@ -463,18 +483,28 @@ def sdf_car_loss(
     dists = [None] * len(preds) if target_distance_mm is None else _per_view(
         target_distance_mm, len(preds), "target_distance_mm")
     pixels = [None] * len(preds) if occ_pixels is None else _per_view(occ_pixels, len(preds), "occ_pixels")
+    deltas = huber_delta_mm if isinstance(huber_delta_mm, (list, tuple)) else [huber_delta_mm] * len(preds)
+    zones = deadzone_mm if isinstance(deadzone_mm, (list, tuple)) else [deadzone_mm] * len(preds)
 
     occ_terms, geo_terms = [], []
-    for i, (pred, target, spacing, dist, pix) in enumerate(zip(preds, targs, spacings, dists, pixels)):
+    for i, (pred, target, spacing, dist, pix, delta, zone) in enumerate(
+            zip(preds, targs, spacings, dists, pixels, deltas, zones)):
         try:
             pred = _check_image_pred(pred)
+            occ_pred, occ_target = pred, target
+            if occ_downsample > 1:
+                f = int(occ_downsample)
+                occ_pred = torch.nn.functional.avg_pool2d(pred[None, None], f)[0, 0]
+                occ_target = torch.nn.functional.avg_pool2d(
+                    torch.as_tensor(target, device=pred.device, dtype=pred.dtype)[None, None], f)[0, 0]
             if pix is None:
-                occ_terms.append(occupancy_projection_loss(pred, target, target_kind=kind, k_per_mm=k_per_mm))
+                occ_terms.append(occupancy_projection_loss(occ_pred, occ_target, target_kind=kind, k_per_mm=k_per_mm,
+                                                           huber_delta_mm=delta, deadzone_mm=zone))
             else:
                 pix = torch.as_tensor(pix, dtype=torch.int64, device=pred.device)
-                flat_target = torch.as_tensor(target, device=pred.device).reshape(-1)[pix]
-                occ_terms.append(occupancy_projection_loss(pred.reshape(-1)[pix], flat_target, target_kind=kind,
-                                                           k_per_mm=k_per_mm))
+                flat_target = torch.as_tensor(occ_target, device=pred.device).reshape(-1)[pix]
+                occ_terms.append(occupancy_projection_loss(occ_pred.reshape(-1)[pix], flat_target, target_kind=kind,
+                                                           k_per_mm=k_per_mm, huber_delta_mm=delta, deadzone_mm=zone))
             if not with_geo:
                 continue
             if dist is not None:

@@ -154,6 +154,48 @@ class SdfCarConfig:
     """Hidden width of the MLP (hash-mlp). None: 64 for SDF-CAR's residual MLP, 256 for NeCA's skip MLP."""
     mlp_layers: int = 8
     """Hidden layers of the MLP (both papers: 8)."""
+    robust_input: bool = True
+    """Line-integral views go through :func:`vesselfield.render.preprocess.vessel_mask` first: noise level
+    estimated, a smooth background removed, the hull's mask chosen above the noise (hysteresis, specks
+    dropped). An exact simulated view passes through unchanged. False: the raw view and
+    ``projection_mask`` (the behaviour before 0.3)."""
+    background_scale_px: float = 16.0
+    """σ (detector pixels) of the smooth background removed from each view before fitting (normalised
+    convolution of the non-vessel pixels; 0: none). Views that are exactly zero off the vessels have none."""
+    joint_background_degree: int = 1
+    """Degree of a per-view background polynomial optimised jointly with the field on the rendered
+    rays (what the first fit left; -1: none). Line integrals with ``robust_input`` only."""
+    data_term: Literal["mse", "huber", "deadzone"] = "huber"
+    """L_occ on line integrals: mse (the paper's); huber (quadratic up to ``huber_k`` σ, linear beyond:
+    robust to what the background model misses); deadzone (residuals within ``huber_k`` σ cost nothing: the
+    noise band is left to the priors). σ: the view's estimated noise after smoothing. An exact view (σ = 0)
+    is always mse."""
+    huber_k: float = 1.5
+    """Threshold of huber and deadzone in units of the view's estimated (smoothed) noise σ."""
+    occ_downsample: int = 1
+    """On noisy line integrals (estimated σ > 0), L_occ compares views average-pooled by this factor: the noise
+    averages down by the factor and a pixel of blur matters less; exact views always use 1."""
+    detector_blur_px: float = 0.0
+    """Gaussian σ (detector pixels) of the detector's blur: the rendering is blurred the same way before it is
+    compared with a line-integral view (0: none)."""
+    volume_weight: float = 10.0
+    """Sparsity prior on noisy line integrals: lambda_occ x volume_weight x σ_s² x mean hull occupancy is added
+    (σ_s: the largest smoothed noise σ of the views, mm), so the emptiest field that fits within the noise
+    wins; nothing on exact views (σ = 0)."""
+    vesselness: bool = False
+    """Also require a Frangi vesselness response in the mask (unsubtracted angiograms)."""
+    refine_pose: bool = True
+    """Correct the poses of views 2, 3, ... against view 1 from the trees' landmarks before fitting
+    (:mod:`vesselfield.methods.xray_pose`); the CLI's --no-refine-pose turns it off."""
+    pose_max_angle_deg: float = 5.0
+    """Bound of the correction of each angle (deg); a correction that runs to it is an error."""
+    pose_max_shift_mm: float = 10.0
+    """Bound of each component of the object shift a view may see (mm)."""
+    connect_max_gap_mm: float = 40.0
+    """After the fit, pieces of the reconstruction are joined through the visual hull when the gap between
+    them is at most this (mm; :func:`vesselfield.meshing.connect.connect_components`; 0: off)."""
+    min_fragment_fraction: float = 0.05
+    """Pieces left unjoined and smaller than this share of the reconstructed volume are removed (0: keep)."""
     seed: int = 0
     """Seed of every random number generator."""
     checkpoint_every: int = 500
@@ -169,13 +211,20 @@ class SdfCarConfig:
         self._fill_implied()
         if self.field not in ("grid", "hash-mlp"):
             raise VesselfieldError(f"unknown field {self.field!r}: use grid or hash-mlp")
-        check_numbers(self, positive=("learning_rate", "sdf_sharpness_alpha", "silhouette_k_per_mm"),
+        check_numbers(self, positive=("learning_rate", "sdf_sharpness_alpha", "silhouette_k_per_mm", "pose_max_angle_deg",
+                                "pose_max_shift_mm"),
                       non_negative=("iterations", "seed", "lambda_geo", "lambda_occ", "eikonal_weight", "hull_dilate_voxels",
-                                    "band_voxels", "checkpoint_every", "time_limit_s"),
-                      at_least_one=("geo_downsample", "geo_every", "mlp_hidden", "mlp_layers"),
+                                    "band_voxels", "checkpoint_every", "time_limit_s", "huber_k", "connect_max_gap_mm", "background_scale_px",
+                                    "volume_weight", "detector_blur_px",
+                                    "min_fragment_fraction"),
+                      at_least_one=("geo_downsample", "geo_every", "mlp_hidden", "mlp_layers", "occ_downsample"),
                       flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
         if not 0 < self.init_occupancy < 1:
             raise VesselfieldError(f"init_occupancy must lie in (0, 1), got {self.init_occupancy}")
+        if self.data_term not in ("mse", "huber", "deadzone"):
+            raise VesselfieldError(f"unknown data_term {self.data_term!r}: use mse, huber or deadzone")
+        if not -1 <= int(self.joint_background_degree) <= 6:
+            raise VesselfieldError(f"joint_background_degree must lie in -1..6, got {self.joint_background_degree}")
         if self.hash_finest_resolution < self.hash_base_resolution:
             raise VesselfieldError(f"hash_finest_resolution ({self.hash_finest_resolution}) must be at least "
                                    f"hash_base_resolution ({self.hash_base_resolution})")
@@ -261,7 +310,10 @@ class XrayResult:
         stopped: ``"iterations"`` (all done) or ``"time_limit"``.
         config: the configuration used.
         hull_voxels: voxels in the (dilated) visual hull.
-        setup_seconds: time spent on the hull and the projection matrices.
+        setup_seconds: time spent on the pose refinement, the hull and the projection matrices.
+        info: input kind, device, band size, estimated noise σ per view (mm), joint background.
+        geometry: the geometry the field was fitted with (the refined one when poses were refined).
+        pose: the :class:`~vesselfield.methods.xray_pose.PoseRefinement`, or None.
     """
 
     grid: VolumeGrid
@@ -276,6 +328,8 @@ class XrayResult:
     hull_voxels: int = 0
     setup_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    geometry: Geometry | None = None
+    pose: object = None
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -308,8 +362,11 @@ def check_views(geometry: Geometry, views, kind: str) -> list[np.ndarray]:
             if not image.any():
                 raise VesselfieldError(f"{name} is empty: no vessel pixel")
         else:
-            if (image < 0).any():
-                raise VesselfieldError(f"{name} has negative line integrals (min {image.min():g} mm)")
+            # Noise and a residual background make a subtracted angiogram dip below zero; an image that
+            # is more negative than positive is inverted or not a line integral at all.
+            if float(image.min()) < -max(float(image.max()), 0.0):
+                raise VesselfieldError(f"{name} is more negative (min {float(image.min()):g} mm) than positive (max "
+                                       f"{float(image.max()):g} mm): give line integrals, vessels positive")
             image = image.astype(np.float32)
             if not (image > 0).any():
                 raise VesselfieldError(f"{name} is empty: all line integrals are zero")
@@ -332,6 +389,7 @@ class _Problem:
     targets: list  # per view (H, W) float32 target: line integrals (mm) or 0/1 mask
     geo_targets: list  # per view (h, w) signed distance (mm) of the pooled target mask, or None
     masks: list  # per view (H, W) bool
+    noise_sigma: list  # per view estimated noise σ of the target (mm; 0 for masks and exact views)
 
     def render(self, v: int, occ_hull: torch.Tensor, shape) -> torch.Tensor:
         """(H, W) line integrals (mm) of the hull occupancies in view ``v``: zero off the matrix's rows."""
@@ -340,14 +398,16 @@ class _Problem:
         return image.index_put((self.pixels[v],), rendered).view(shape[0], shape[1])
 
 
-def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarConfig, device) -> _Problem:
+def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarConfig, device,
+                   noise_sigma=None) -> _Problem:
     from vesselfield.render import ray_voxel_matrix, visual_hull
     from vesselfield.render.footprint import voxel_footprint
 
     grid = geometry.volume
     hull = visual_hull(masks, geometry, dilate_voxels=int(config.hull_dilate_voxels))
     if not hull.any():
-        raise VesselfieldError("the visual hull of the views is empty: the masks do not back-project to a common region")
+        raise VesselfieldError("the visual hull of the views is empty: the masks do not back-project to a common region"
+                               + (" (after pose refinement)" if config.refine_pose and len(masks) > 1 else ""))
     band = ndimage.binary_dilation(hull, iterations=int(config.band_voxels)) if config.band_voxels else hull.copy()
     band_flat = np.flatnonzero(band)
     hull_flat = np.flatnonzero(hull)
@@ -376,7 +436,8 @@ def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarCo
         # Rays that can see a hull voxel, plus the mask itself: the rest render zero in any answer.
         rows = ndimage.binary_dilation(voxel_footprint(hull, grid, view) | masks[i], iterations=1)
         if kind == "line_integral":
-            rows |= views[i] > 0
+            # Pixels with signal above the noise: exactly views > 0 on an exact view.
+            rows |= views[i] > 3.0 * (noise_sigma[i] if noise_sigma is not None else 0.0)
         rc = np.argwhere(rows)
         matrices.append(ray_voxel_matrix(grid, view, rc, voxel_mask=hull).to(device))
         pixels.append(as_t(rc[:, 0] * view.detector_shape[1] + rc[:, 1]))
@@ -392,7 +453,66 @@ def _build_problem(geometry: Geometry, views, masks, kind: str, config: SdfCarCo
             dist = signed_distance_2d(small.cpu().numpy().astype(bool), spacing)
             geo_targets[i] = torch.as_tensor(dist, dtype=torch.float32, device=device)
     return _Problem(grid, hull, as_t(band_flat), as_t(hull_in_band), as_t(eik_centre), as_t(eik_next),
-                    matrices, pixels, targets, geo_targets, masks)
+                    matrices, pixels, targets, geo_targets, masks,
+                    list(noise_sigma) if noise_sigma is not None else [0.0] * len(masks))
+
+
+class _JointBackground(torch.nn.Module):
+    """Per-view polynomial background (mm) of ``degree`` over the detector, added to the rendering
+    and optimised with the field (coefficients start at zero; ``degree`` -1: none)."""
+
+    def __init__(self, geometry: Geometry, degree: int):
+        super().__init__()
+        self.n_terms = 0 if degree < 0 else (degree + 1) * (degree + 2) // 2
+        bases = []
+        if self.n_terms:
+            from vesselfield.render.preprocess import polynomial_basis
+
+            bases = [torch.as_tensor(polynomial_basis(tuple(v.detector_shape), degree), dtype=torch.float32)
+                     for v in geometry.views]
+        self.bases = bases
+        self.coefficients = torch.nn.Parameter(torch.zeros(len(geometry.views), max(self.n_terms, 1)))
+
+    def to(self, device):
+        self.bases = [b.to(device) for b in self.bases]
+        return super().to(device)
+
+    def forward(self, view: int):
+        if not self.n_terms:
+            return 0.0
+        return torch.tensordot(self.coefficients[view], self.bases[view], dims=1)
+
+
+class _GaussianBlur(torch.nn.Module):
+    """Separable Gaussian blur of σ pixels of an (H, W) image (zero padding; identity for σ = 0), applied
+    to the box of the rendered pixels only (``box``: the rest of the view renders zero)."""
+
+    def __init__(self, sigma_px: float, box=None):
+        super().__init__()
+        self.sigma_px = float(sigma_px)
+        self.box = box
+        self.half = max(1, int(math.ceil(4.0 * self.sigma_px)))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.sigma_px <= 0:
+            return image
+        x = torch.arange(-self.half, self.half + 1, dtype=image.dtype, device=image.device)
+        k = torch.exp(-0.5 * (x / self.sigma_px) ** 2)
+        k = k / k.sum()
+        r0, r1, c0, c1 = self.box if self.box is not None else (0, image.shape[0], 0, image.shape[1])
+        y = torch.nn.functional.conv2d(image[r0:r1, c0:c1][None, None], k.view(1, 1, 1, -1), padding=(0, self.half))
+        y = torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1), padding=(self.half, 0))[0, 0]
+        out = torch.zeros_like(image)
+        out[r0:r1, c0:c1] = y
+        return out
+
+
+def _pixel_box(pixels: torch.Tensor, shape, pad: int) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the box of the flat pixel indices ``pixels`` of an (H, W) view, grown by ``pad``."""
+    flat = pixels.cpu().numpy()
+    rr, cc = flat // shape[1], flat % shape[1]
+    return (max(int(rr.min()) - pad, 0), min(int(rr.max()) + pad + 1, shape[0]),
+            max(int(cc.min()) - pad, 0), min(int(cc.max()) + pad + 1, shape[1]))
 
 
 def _normalised_unit_mm(grid: VolumeGrid) -> float:
@@ -487,37 +607,87 @@ def reconstruct_xray(
     dev = resolve_device(device)
     seed_everything(int(config.seed))
     grid = geometry.volume
+    noise_sigma = [0.0] * len(views)
     if kind == "mask":
         masks = views
+    elif config.robust_input:
+        from vesselfield.render.preprocess import vessel_mask
+
+        signals = [vessel_mask(v, background_scale_px=float(config.background_scale_px),
+                               vesselness=bool(config.vesselness))
+                   for v in views]
+        masks = [sig.mask for sig in signals]
+        views = [sig.signal for sig in signals]
+        noise_sigma = [sig.noise_sigma_mm for sig in signals]
     else:
         masks = [projection_mask(torch.from_numpy(v)).numpy() for v in views]
-        for i, m in enumerate(masks, start=1):
-            if not m.any():
-                raise VesselfieldError(f"projection {i} has no pixel above the mask threshold: nothing to reconstruct")
+    for i, m in enumerate(masks, start=1):
+        if not m.any():
+            raise VesselfieldError(f"projection {i} has no pixel above the mask threshold: nothing to reconstruct")
 
     t_setup = time.perf_counter()
-    problem = _build_problem(geometry, views, masks, kind, config, dev)
+    pose = None
+    if config.refine_pose and len(masks) > 1:
+        from vesselfield.methods.xray_pose import refine_poses
+
+        pose = refine_poses(geometry, masks, max_angle_deg=float(config.pose_max_angle_deg),
+                            max_shift_mm=float(config.pose_max_shift_mm))
+        geometry = pose.geometry
+    problem = _build_problem(geometry, views, masks, kind, config, dev, noise_sigma)
     setup_s = time.perf_counter() - t_setup
     field_module = _make_field(config, problem, dev)
-    optimizer = torch.optim.Adam(field_module.parameters(), lr=float(config.learning_rate))
+    shapes = [tuple(view.detector_shape) for view in geometry.views]
+    noisy = kind == "line_integral" and max(noise_sigma) > 0
+    background = _JointBackground(geometry, int(config.joint_background_degree) if (
+        kind == "line_integral" and config.robust_input) else -1).to(dev)
+    blur_px = float(config.detector_blur_px) if kind == "line_integral" else 0.0
+    blurs = [_GaussianBlur(blur_px, box=_pixel_box(problem.pixels[v], shape, int(math.ceil(4 * blur_px)) + 1))
+             for v, shape in enumerate(shapes)]
+    groups = [{"params": list(field_module.parameters())}]
+    if background.n_terms:
+        # The background coefficients are in mm, not in field units: their own step (0.01 mm).
+        groups.append({"params": list(background.parameters()), "lr": 1e-2})
+    optimizer = torch.optim.Adam(groups, lr=float(config.learning_rate))
+    from vesselfield.render.preprocess import smoothed_noise_sigma
+
+    scale = [float(config.huber_k) * smoothed_noise_sigma(sigma) if sigma > 0 else None for sigma in noise_sigma]
+    huber = scale if config.data_term == "huber" else None
+    deadzone = scale if config.data_term == "deadzone" else None
+    # The sparsity prior scales with the noise variance it has to outweigh (mm², as L_occ).
+    volume_weight = float(config.volume_weight) * max(smoothed_noise_sigma(s) ** 2 for s in noise_sigma) * float(
+        config.lambda_occ) if kind == "line_integral" else 0.0
     unit_mm = _normalised_unit_mm(grid)
     use_eikonal = config.eikonal_weight > 0  # 0 for occupancy fields (SdfCarConfig)
     use_geo = config.lambda_geo > 0  # 0 for the occupancy loss (SdfCarConfig)
-    shapes = [tuple(view.detector_shape) for view in geometry.views]
+    occ_factor = int(config.occ_downsample) if noisy else 1
+    occ_pixels = problem.pixels
+    if occ_factor > 1:
+        # The pooled pixels whose block holds a row of the matrices (the others render zero in any answer).
+        occ_pixels = []
+        for v, shape in enumerate(shapes):
+            rows = torch.zeros(shape[0] * shape[1], device=dev)
+            rows[problem.pixels[v]] = 1.0
+            pooled = torch.nn.functional.max_pool2d(rows.view(1, 1, *shape), occ_factor)[0, 0]
+            occ_pixels.append(torch.nonzero(pooled.reshape(-1) > 0).reshape(-1))
     spacings = [tuple(float(s) for s in view.pixel_spacing_mm) for view in geometry.views]
 
     def step(i: int) -> dict:
         out = field_module()
         occ_hull = out["occupancy"].index_select(0, problem.hull_in_band)
-        rendered = [problem.render(v, occ_hull, shape) for v, shape in enumerate(shapes)]
+        rendered = [blurs[v](problem.render(v, occ_hull, shape)) + background(v) for v, shape in enumerate(shapes)]
         compute_geo = use_geo and i % int(config.geo_every) == 0
         total, terms = sdf_car_loss(
             rendered, problem.targets, spacings, target_kind=kind,
             lambda_geo=float(config.lambda_geo), lambda_occ=float(config.lambda_occ),
             k_per_mm=config.silhouette_k_per_mm, target_distance_mm=problem.geo_targets if use_geo else None,
-            geo_downsample=int(config.geo_downsample), with_geo=compute_geo, occ_pixels=problem.pixels,
+            geo_downsample=int(config.geo_downsample), with_geo=compute_geo, occ_pixels=occ_pixels,
+            occ_downsample=occ_factor,
             eikonal=_eikonal(out["sdf"], problem, unit_mm) if use_eikonal else None,
-            eikonal_weight=float(config.eikonal_weight))
+            eikonal_weight=float(config.eikonal_weight), huber_delta_mm=huber, deadzone_mm=deadzone)
+        if volume_weight > 0:
+            volume = occ_hull.mean()
+            total = total + volume_weight * volume
+            terms["loss_volume"] = float(volume.detach())
         # Steps that skip L_geo (geo_every > 1) log no loss_geo: an empty cell, the same in a resumed run.
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -534,7 +704,7 @@ def reconstruct_xray(
     try:
         loop = run_loop(
             step,
-            {"field": field_module, "optimizer": optimizer},
+            {"field": field_module, "optimizer": optimizer, **({"background": background} if background.n_terms else {})},
             out_dir,
             iterations=int(config.iterations),
             time_limit_s=config.time_limit_s,
@@ -550,7 +720,18 @@ def reconstruct_xray(
 
     with torch.no_grad():
         occupancy = _full_occupancy(field_module()["occupancy"], problem)
+    connection = None
+    if config.connect_max_gap_mm > 0 or config.min_fragment_fraction > 0:
+        from vesselfield.meshing.connect import connect_components
+
+        occupancy, connection = connect_components(occupancy, grid, problem.hull,
+                                                   max_gap_mm=float(config.connect_max_gap_mm),
+                                                   min_fragment_fraction=float(config.min_fragment_fraction))
     rendered = [v.numpy().astype(np.float32) for v in project_views(torch.from_numpy(occupancy), geometry)]
+    info = {"kind": kind, "device": str(dev), "band_voxels": int(len(problem.band_index)),
+            "noise_sigma_mm": [float(x) for x in noise_sigma], "connection": connection}
+    if background.n_terms:
+        info["joint_background_coefficients_mm"] = background.coefficients.detach().cpu().tolist()
     return XrayResult(
         grid=grid,
         occupancy=occupancy,
@@ -563,7 +744,9 @@ def reconstruct_xray(
         config=config,
         hull_voxels=int(problem.hull.sum()),
         setup_seconds=setup_s,
-        info={"kind": kind, "device": str(dev), "band_voxels": int(len(problem.band_index))},
+        info=info,
+        geometry=geometry,
+        pose=pose,
     )
 
 

@@ -11,6 +11,8 @@ prepares the run folder (:mod:`vesselfield.io.run_folder`), runs
     DIR/config.yaml            the command that reruns it, the inputs, every SdfCarConfig field
     DIR/log.csv                one row per iteration (and checkpoint.pt, for --resume)
     DIR/rendered_view<i>.npy   line integrals (mm) of the reconstruction in each view
+    DIR/geometry_refined.json  the geometry after pose refinement (a geometry file; when it ran) and,
+                               in pose_refinement.json, the correction found for each view
     DIR/metrics.json           with a ground truth
     DIR/summary.json           files, metrics, warnings, time and iterations
     DIR/figure_*.png, DIR/report.html   the figures and the self-contained report
@@ -206,6 +208,25 @@ def reconstruct_xray_run(
     for i, image in enumerate(result.rendered, start=1):
         save_image_npy(out / f"rendered_view{i}.npy", image)
         files[f"rendered_view{i}"] = out / f"rendered_view{i}.npy"
+    pose_lines = []
+    if result.pose is not None:
+        from vesselfield.geometry import save_geometry
+
+        save_geometry(out / "geometry_refined.json", result.pose.geometry)
+        files["geometry_refined"] = out / "geometry_refined.json"
+        files["pose_refinement"] = write_json(out / "pose_refinement.json", result.pose.to_dict())
+        for c in result.pose.corrections[1:]:
+            if c.get("skipped"):
+                summary.warnings.append(f"pose refinement of view {c['view']} skipped: {c['skipped']}")
+                continue
+            pose_lines.append(
+                f"view {c['view']} refined: primary {c['primary_offset_deg']:+.2f}°, secondary "
+                f"{c['secondary_offset_deg']:+.2f}°, object shift {np.round(c['shift_mm'], 2).tolist()} mm; landmark "
+                f"residual {c['residual_px_before']:.2f} -> {c['residual_px_after']:.2f} px")
+    connection = result.info.get("connection")
+    if connection and connection.get("components_after", 1) > 1:
+        summary.warnings.append(f"the reconstruction is {connection['components_after']} separate pieces (gaps wider "
+                                f"than connect_max_gap_mm={config.connect_max_gap_mm:g} mm were not bridged)")
     if gt is not None:
         from vesselfield.metrics import evaluate_volumes
 
@@ -218,12 +239,15 @@ def reconstruct_xray_run(
         "iterations_planned": int(config.iterations), "stopped": result.stopped,
         "optimisation_seconds": round(float(result.seconds), 3), "setup_seconds": round(float(result.setup_seconds), 3),
         "hull_voxels": int(result.hull_voxels), "device": result.info.get("device", ""), "mesh": mesh_info,
+        "noise_sigma_mm": result.info.get("noise_sigma_mm"), "connection": connection,
+        "pose_refinement": result.pose.corrections if result.pose is not None else None,
     }
     summary.lines.append(f"{result.iterations} iterations in {result.seconds:.1f} s on {result.info.get('device')} "
                          f"(+ {result.setup_seconds:.1f} s set-up: visual hull of {result.hull_voxels} voxels)")
     if result.stopped == "time_limit":
         summary.lines.append(f"stopped by --time-limit after {result.iterations} iterations; rerun with --resume "
                              "to continue")
+    summary.lines.extend(pose_lines)
     if mesh_info is not None:
         summary.lines.append(f"mesh: {format_mesh_summary(mesh_info)}")
     if report:
@@ -239,6 +263,11 @@ def reconstruct_xray_run(
             "visual hull (voxels)": result.hull_voxels,
             "device": result.info.get("device", ""),
         }
+        if connection:
+            info["pieces joined / removed / left"] = (f"{connection['bridged']} / {connection['removed']} / "
+                                                      f"{connection['components_after']}")
+        for line in pose_lines:
+            info[line.split(" refined:")[0] + " pose correction"] = line.split("refined: ")[1]
         files["report"] = write_xray_report(
             out, geometry=geometry, targets=views, kind=kind, rendered=result.rendered,
             occupancy=result.occupancy, mesh=mesh, gt_occupancy=gt, metrics=summary.metrics, log_rows=result.log,
