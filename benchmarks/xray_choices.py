@@ -6,6 +6,7 @@ the measurements behind the choices of issue 13 (docs/methods/sdf-car.md, docs/b
 
 Arguments: the phantom (side:seed), the ``--degrade`` text (``clean`` for none), the input kind
 (``line_integral`` or ``mask``), then SdfCarConfig fields as ``FIELD=VALUE`` (the CLI's ``--set``).
+A token ``save=PATH.npy`` saves the reconstructed occupancy (for ``benchmarks/xray_connect.py``).
 Two diagnostic tokens swap one half of a noisy line-integral input for its clean counterpart:
 ``oracle=hull`` (the masks of the clean views bound the hull, the noisy signal is fitted) and
 ``oracle=target`` (the noisy masks bound the hull, the clean line integrals are fitted).
@@ -38,7 +39,8 @@ def main(argv):
 
     case, spec, kind, sets = argv[0], argv[1], argv[2], argv[3:]
     oracle = [a.split("=", 1)[1] for a in sets if a.startswith("oracle=")]
-    sets = [a for a in sets if not a.startswith("oracle=")]
+    save = [a.split("=", 1)[1] for a in sets if a.startswith("save=")]
+    sets = [a for a in sets if not a.startswith(("oracle=", "save="))]
     side, seed = case.split(":")
     geometry = default_geometry()
     occupancy = TreePhantom(coronary_tree(side, seed=int(seed))).occupancy(geometry.volume)
@@ -65,6 +67,8 @@ def main(argv):
     start = time.perf_counter()
     result = reconstruct_xray(geometry, sim.images, kind=kind, config=config, device="cpu", progress=False)
     seconds = time.perf_counter() - start
+    if save:
+        np.save(save[0], result.occupancy)
     pred = result.occupancy >= 0.5
     topology = topology_report(pred, truth)
     out = {"case": case, "degradation": spec, "input": kind, "set": sets, "oracle": oracle, "cldice": round(cldice(pred, truth), 4),

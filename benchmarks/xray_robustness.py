@@ -60,6 +60,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-before", action="store_true", help="skip the 0.2 pipeline rows")
+    ap.add_argument("--collate", action="store_true", help="run nothing: tabulate the results.csv files already in "
+                                                          "OUT for the conditions and inputs given")
     args = ap.parse_args()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     table = []
@@ -70,14 +72,21 @@ def main():
                 runs.append(("before", ["sdf-car"], BEFORE))
             for label, methods, overrides in runs:
                 out = args.out / f"{condition}-{kind}" / label
-                result = run_xray_benchmark(args.cases if len(args.cases) > 1 else args.cases[0], methods, out,
-                                            preset="cpu", masks_only=kind == "mask", workers=args.workers,
-                                            iterations=args.iterations, device="cpu", progress=False,
-                                            overrides=dict(overrides), degradation=CONDITIONS[condition] or None)
-                for row in _rows(result.results_path):
+                if args.collate:
+                    if not (out / "results.csv").is_file():
+                        continue
+                    results_path = out / "results.csv"
+                else:
+                    results_path = run_xray_benchmark(
+                        args.cases if len(args.cases) > 1 else args.cases[0], methods, out, preset="cpu",
+                        masks_only=kind == "mask", workers=args.workers, iterations=args.iterations, device="cpu",
+                        progress=False, overrides=dict(overrides),
+                        degradation=CONDITIONS[condition] or None).results_path
+                for row in _rows(results_path):
                     name = row["method"] if label == "new" else f"{row['method']} (0.2 pipeline)"
                     table.append({**row, "condition": condition, "input": kind, "name": name})
-                print(f"{condition} / {kind} / {label}: done", flush=True)
+                if not args.collate:
+                    print(f"{condition} / {kind} / {label}: done", flush=True)
     lines = [f"Date: {started}; machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
              f"threads per process, {args.workers} worker(s); command: `python benchmarks/xray_robustness.py "
              f"--cases {' '.join(args.cases)} --out {args.out} --workers {args.workers}"

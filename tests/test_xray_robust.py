@@ -191,3 +191,12 @@ def test_known_detector_blur_matches_a_gaussian_filter():
     assert blurred.sum() == pytest.approx(1.0, rel=1e-6)
     # The same kernel as scipy's (sampled Gaussian truncated at 4 σ, normalised): float32 rounding only.
     assert np.abs(blurred - ndimage.gaussian_filter(image.numpy().astype(np.float64), 1.5, mode="constant")).max() < 1e-6
+
+
+def test_masks_are_not_bridged_only_cleaned(phantom):
+    images = simulate_views(phantom, GEOMETRY, masks_only=True).images
+    result = reconstruct_xray(GEOMETRY, images, kind="mask", config=xray_config("sdf-car", iterations=40),
+                              device="cpu", progress=False)
+    # connect_max_gap_mm=None means 0 mm for masks: their hull is too loose to bridge through (measured).
+    assert result.info["connection"]["bridged"] == 0
+    assert result.info["connection"]["components_after"] <= result.info["connection"]["components_before"]

@@ -164,7 +164,8 @@ class SdfCarConfig:
     convolution of the non-vessel pixels; 0: none). Views that are exactly zero off the vessels have none."""
     joint_background_degree: int = 1
     """Degree of a per-view background polynomial optimised jointly with the field on the rendered
-    rays (what the first fit left; -1: none). Line integrals with ``robust_input`` only."""
+    rays (what the first fit left; -1: none). Line integrals with ``robust_input`` only (exact views too:
+    measured better there as well)."""
     data_term: Literal["mse", "huber", "deadzone"] = "huber"
     """L_occ on line integrals: mse (the paper's); huber (quadratic up to ``huber_k`` σ, linear beyond:
     robust to what the background model misses); deadzone (residuals within ``huber_k`` σ cost nothing: the
@@ -191,9 +192,11 @@ class SdfCarConfig:
     """Bound of the correction of each angle (deg); a correction that runs to it is an error."""
     pose_max_shift_mm: float = 10.0
     """Bound of each component of the object shift a view may see (mm)."""
-    connect_max_gap_mm: float = 40.0
+    connect_max_gap_mm: float | None = None
     """After the fit, pieces of the reconstruction are joined through the visual hull when the gap between
-    them is at most this (mm; :func:`vesselfield.meshing.connect.connect_components`; 0: off)."""
+    them is at most this (mm; :func:`vesselfield.meshing.connect.connect_components`; 0: off). None: by
+    input, 40 mm for line integrals (a tight hull: bridges follow the vessels) and 0 for masks (the hull of
+    two masks is several times the tree, and bridges through it join ghosts: measured, docs/methods/sdf-car.md)."""
     min_fragment_fraction: float = 0.05
     """Pieces left unjoined and smaller than this share of the reconstructed volume are removed (0: keep)."""
     seed: int = 0
@@ -638,6 +641,8 @@ def reconstruct_xray(
     field_module = _make_field(config, problem, dev)
     shapes = [tuple(view.detector_shape) for view in geometry.views]
     noisy = kind == "line_integral" and max(noise_sigma) > 0
+    # Also on exact views: a plane that the fit may use measured better there too (clDice 0.759 against 0.729
+    # without it on the left phantom, docs/benchmarks.md).
     background = _JointBackground(geometry, int(config.joint_background_degree) if (
         kind == "line_integral" and config.robust_input) else -1).to(dev)
     blur_px = float(config.detector_blur_px) if kind == "line_integral" else 0.0
@@ -721,11 +726,13 @@ def reconstruct_xray(
     with torch.no_grad():
         occupancy = _full_occupancy(field_module()["occupancy"], problem)
     connection = None
-    if config.connect_max_gap_mm > 0 or config.min_fragment_fraction > 0:
+    max_gap_mm = config.connect_max_gap_mm
+    if max_gap_mm is None:
+        max_gap_mm = 40.0 if kind == "line_integral" else 0.0
+    if max_gap_mm > 0 or config.min_fragment_fraction > 0:
         from vesselfield.meshing.connect import connect_components
 
-        occupancy, connection = connect_components(occupancy, grid, problem.hull,
-                                                   max_gap_mm=float(config.connect_max_gap_mm),
+        occupancy, connection = connect_components(occupancy, grid, problem.hull, max_gap_mm=float(max_gap_mm),
                                                    min_fragment_fraction=float(config.min_fragment_fraction))
     rendered = [v.numpy().astype(np.float32) for v in project_views(torch.from_numpy(occupancy), geometry)]
     info = {"kind": kind, "device": str(dev), "band_voxels": int(len(problem.band_index)),

@@ -225,8 +225,8 @@ def reconstruct_xray_run(
                 f"residual {c['residual_px_before']:.2f} -> {c['residual_px_after']:.2f} px")
     connection = result.info.get("connection")
     if connection and connection.get("components_after", 1) > 1:
-        summary.warnings.append(f"the reconstruction is {connection['components_after']} separate pieces (gaps wider "
-                                f"than connect_max_gap_mm={config.connect_max_gap_mm:g} mm were not bridged)")
+        summary.warnings.append(f"the reconstruction is {connection['components_after']} separate pieces (the gaps "
+                                f"between them were not bridged: connect_max_gap_mm, docs/methods/sdf-car.md)")
     if gt is not None:
         from vesselfield.metrics import evaluate_volumes
 
