@@ -339,24 +339,17 @@ def _xcat_mesh_on(grid: VolumeGrid):
 
 
 # ==================================================================================== simulation
-def simulate_views(occupancy: np.ndarray, geometry, *, masks_only: bool = False, device="cpu",
-                   degradation=None) -> list[np.ndarray]:
+def simulate_views(occupancy: np.ndarray, geometry, *, masks_only: bool = False, device="cpu") -> list[np.ndarray]:
     """The views a method sees: per ``geometry.views[i]`` an (H, W) float32 image.
 
     Line integrals in mm of ``occupancy`` (X, Y, Z) on ``geometry.volume``
     (:func:`vesselfield.render.project_views`, the NeCA / SDF-CAR input), or with ``masks_only``
     their binary masks (:func:`vesselfield.render.projection_mask`, default threshold) as 0/1.
-    With a ``degradation`` (:class:`vesselfield.render.degrade.Degradation`), the views of a real
-    acquisition instead (:func:`vesselfield.render.degrade.simulate_views`).
+    Degraded views (a real acquisition) come from :func:`vesselfield.render.degrade.simulate_views`.
     """
     import torch
 
     from vesselfield.render import project_views, projection_mask
-
-    if degradation is not None:
-        from vesselfield.render.degrade import simulate_views as simulate_degraded
-
-        return simulate_degraded(occupancy, geometry, degradation, masks_only=masks_only, device=device).images
 
     volume = torch.tensor(np.asarray(occupancy), dtype=torch.float32, device=device)
     with torch.no_grad():
