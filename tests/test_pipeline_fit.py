@@ -122,6 +122,13 @@ def test_fit_points_without_normals_and_default_spacing(tmp_path):
     assert dice(sdf < 0, truth) > 0.97  # measured 0.990
     assert not run.details["normals"] and run.details["mesh"]["watertight"]
     assert run.files["summary"] == tmp_path / "fit" / "summary.json" and run.warnings == []
+    # Bare points: the visibility sign prior ran; summary.json says how much it labelled and that
+    # the mesh is one piece.
+    saved = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert saved["components"] == 1 and saved["prior_steps"] == 300
+    shares = saved["sign_prior"]["surface"]
+    assert shares["outside"] > 0 and shares["inside"] > 0
+    assert shares["outside"] + shares["inside"] + shares["unknown"] == pytest.approx(1, abs=2e-4)  # 4-digit rounding
 
 
 # ------------------------------------------------------------------------------------ fit mesh

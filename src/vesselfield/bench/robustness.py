@@ -33,7 +33,8 @@ date, machine, torch version, command) and the box plots ``boxplot_dice.png`` an
 Shape builders: :func:`shape_from_mesh` (reference by voxelising the mesh),
 :func:`shape_vmtk_aorta` (vmtk's final level set < 0), :func:`shape_simvascular_aortoiliac`,
 :func:`shape_aaa` (exact SDF of the AAA phantom); :func:`resolve_shapes` turns the command
-line's names (``vmtk-aorta``, ``simvascular``, ``aaa:SEED[:SURFACE]``, mesh files) into shapes.
+line's names (``vmtk-aorta``, ``simvascular``, ``aaa:SEED[:SURFACE]``, ``tree:SEED``, mesh files) into shapes;
+:func:`shape_branching_tree` is the 31-branch tree phantom.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ CROP_MARGIN_MM = 10.0
 #: Fewest points per fit the study accepts.
 MIN_COUNT = 10
 #: Columns of ``results.csv``, in order.
-CSV_COLUMNS = ("shape", "n_points", "repeat", "sample_seed", "dice", "asd_mm", "fit_seconds", "iterations",
-               "stopped", "preset", "normals", "device", "error")
+CSV_COLUMNS = ("shape", "n_points", "repeat", "sample_seed", "dice", "asd_mm", "components", "fit_seconds",
+               "iterations", "stopped", "preset", "normals", "device", "error")
 #: Types of the numeric columns (the others are strings): a row in memory is as it reads back.
-_COLUMN_TYPES = {"n_points": int, "repeat": int, "sample_seed": int, "dice": float, "asd_mm": float,
+_COLUMN_TYPES = {"n_points": int, "repeat": int, "sample_seed": int, "dice": float, "asd_mm": float, "components": int,
                  "fit_seconds": float, "iterations": int}
 #: Names :func:`resolve_shapes` knows besides mesh files and ``aaa:SEED[:SURFACE]``.
 NAMED_SHAPES = ("vmtk-aorta", "simvascular")
@@ -156,13 +157,30 @@ def shape_aaa(seed: int = 0, surface: str = "wall", spacing_mm: float = 1.0) -> 
     return StudyShape(name, mesh, reference, grid)
 
 
+def shape_branching_tree(seed: int = 0, spacing_mm: float = 1.0) -> StudyShape:
+    """A branching tree phantom (:func:`vesselfield.phantoms.branching.branching_tree`: 31 branches,
+    16 outlets, radii 4 to 1.6 mm): reference = exact SDF < 0 on an isotropic grid; mesh = marching
+    cubes of the exact SDF on a grid twice as fine."""
+    from vesselfield.meshing.marching_cubes import mesh_from_volume
+    from vesselfield.phantoms.branching import branching_tree
+    from vesselfield.phantoms.coronary import TreePhantom
+
+    phantom = TreePhantom(branching_tree(int(seed)))
+    grid = phantom.default_grid(spacing_mm)
+    reference = phantom.sdf_volume(grid) < 0
+    fine = phantom.default_grid(spacing_mm / 2)
+    mesh = mesh_from_volume(phantom.sdf_volume(fine), fine, 0.0, inside="below")
+    return StudyShape(f"tree:{int(seed)}", mesh, reference, grid)
+
+
 def check_shape_specs(specs: Sequence[str]) -> list[str]:
     """The shape names of the command line, checked without loading anything (one-line errors)."""
     from vesselfield.phantoms.aaa import SURFACE_NAMES
 
     specs = [str(s) for s in specs]
     if not specs:
-        raise VesselfieldError("no shapes: name at least one (vmtk-aorta, simvascular, aaa:SEED, or a mesh file)")
+        raise VesselfieldError("no shapes: name at least one (vmtk-aorta, simvascular, aaa:SEED, tree:SEED, "
+                               "or a mesh file)")
     for spec in specs:
         if spec in NAMED_SHAPES:
             continue
@@ -173,11 +191,15 @@ def check_shape_specs(specs: Sequence[str]) -> list[str]:
                 raise VesselfieldError(f"bad AAA shape {spec!r}: use aaa:SEED or aaa:SEED:SURFACE "
                                        f"(SURFACE one of {', '.join(SURFACE_NAMES)})")
             continue
+        if spec.startswith("tree:"):
+            if not spec[5:].isdigit():
+                raise VesselfieldError(f"bad tree shape {spec!r}: use tree:SEED")
+            continue
         if Path(spec).suffix.lower() in _MESH_SUFFIXES:
             if not Path(spec).is_file():
                 raise VesselfieldError(f"mesh file {spec} does not exist")
             continue
-        raise VesselfieldError(f"unknown shape {spec!r}: use {', '.join(NAMED_SHAPES)}, aaa:SEED[:SURFACE] "
+        raise VesselfieldError(f"unknown shape {spec!r}: use {', '.join(NAMED_SHAPES)}, aaa:SEED[:SURFACE], tree:SEED "
                                f"or a mesh file ({', '.join(_MESH_SUFFIXES)})")
     if len(set(specs)) != len(specs):
         raise VesselfieldError("a shape is named twice")
@@ -189,7 +211,7 @@ def resolve_shapes(specs: Sequence[str], *, spacing_mm: float = 1.0, frame: str 
     """:class:`StudyShape` objects for command-line names (see :func:`check_shape_specs`).
 
     Mesh files are read in ``frame`` with ``scale_to_mm`` and voxelised at ``spacing_mm``
-    (:func:`shape_from_mesh`), named by their file stem; ``aaa:SEED[:SURFACE]`` and
+    (:func:`shape_from_mesh`), named by their file stem; ``aaa:SEED[:SURFACE]``, ``tree:SEED`` and
     ``simvascular`` use ``spacing_mm`` too; ``vmtk-aorta`` keeps its level set's grid.
     """
     from vesselfield.io import load_mesh
@@ -203,6 +225,8 @@ def resolve_shapes(specs: Sequence[str], *, spacing_mm: float = 1.0, frame: str 
         elif spec.startswith("aaa:"):
             parts = spec.split(":")
             shapes.append(shape_aaa(int(parts[1]), parts[2] if len(parts) == 3 else "wall", spacing_mm))
+        elif spec.startswith("tree:"):
+            shapes.append(shape_branching_tree(int(spec[5:]), spacing_mm))
         else:
             shapes.append(shape_from_mesh(Path(spec).stem, load_mesh(spec, frame=frame, scale_to_mm=scale_to_mm),
                                           spacing_mm))
@@ -242,14 +266,19 @@ def crop_to_reference(shape: StudyShape, margin_mm: float = CROP_MARGIN_MM) -> S
 
 # ============================================================================== one fit
 def evaluate_model(model, shape: StudyShape, held_out_mm: np.ndarray, mesh_grid: VolumeGrid | None = None) -> dict:
-    """``{"dice", "asd_mm"}`` of a fitted model against a shape (see the module docstring).
+    """``{"dice", "asd_mm", "components"}`` of a fitted model against a shape (see the module docstring).
 
+    ``components``: 26-connected pieces of ``SDF < 0`` on the reference grid (1 for one closed
+    surface; a tree that falls apart or floating fragments give more).
     ``mesh_grid``: grid of the marching-cubes zero level for the ASD (default: the reference grid).
     """
+    from scipy import ndimage
+
     from vesselfield.metrics import dice, surface_distance_to_zero_level_mm
 
     sdf = model.sdf_volume(shape.grid)
-    result = {"dice": float(dice(sdf < 0, shape.reference))}
+    result = {"dice": float(dice(sdf < 0, shape.reference)),
+              "components": int(ndimage.label(sdf < 0, structure=np.ones((3, 3, 3)))[1])}
     grid = shape.grid if mesh_grid is None else mesh_grid
     sdf_for_mesh = sdf if mesh_grid is None else model.sdf_volume(mesh_grid)
     result["asd_mm"] = float(np.mean(surface_distance_to_zero_level_mm(sdf_for_mesh, grid, held_out_mm)))
@@ -273,7 +302,7 @@ def _fit_one(shape: StudyShape, count: int, repeat: int, *, seed: int, n_held_ou
         row.update(fit_seconds=float(result.seconds), iterations=int(result.iterations), stopped=str(result.stopped))
         row.update(evaluate_model(result.model, shape, held_out, mesh_grid))
     except VesselfieldError as exc:
-        row.update(dice=math.nan, asd_mm=math.nan, error=str(exc).splitlines()[0])
+        row.update(dice=math.nan, asd_mm=math.nan, components=None, error=str(exc).splitlines()[0])
     return _as_read_back(row)
 
 
@@ -320,8 +349,8 @@ def _floats(rows: Sequence[dict], column: str) -> np.ndarray:
 
 def summary_table(rows: Sequence[dict]) -> str:
     """Markdown table: per shape and count, n fits, median [Q1, Q3] of DSC and ASD (mm), median fit seconds."""
-    lines = ["| shape | points | fits | DSC median [Q1, Q3] | ASD mm median [Q1, Q3] | fit s (median) |",
-             "| --- | ---: | ---: | --- | --- | ---: |"]
+    lines = ["| shape | points | fits | DSC median [Q1, Q3] | ASD mm median [Q1, Q3] | one piece | fit s (median) |",
+             "| --- | ---: | ---: | --- | --- | ---: | ---: |"]
     shapes = list(dict.fromkeys(str(r["shape"]) for r in rows))
     for shape in shapes:
         mine = [r for r in rows if str(r["shape"]) == shape]
@@ -331,7 +360,9 @@ def summary_table(rows: Sequence[dict]) -> str:
             seconds = seconds[~np.isnan(seconds)]
             dsc, asd = harness.format_median_iqr(_floats(group, "dice"), 3), harness.format_median_iqr(
                 _floats(group, "asd_mm"), 2)
-            lines.append(f"| {shape} | {count} | {len(group)} | {dsc} | {asd} | "
+            pieces = [r.get("components") for r in group if r.get("components") is not None]
+            one = f"{sum(int(p) == 1 for p in pieces)}/{len(pieces)}" if pieces else "n/a"
+            lines.append(f"| {shape} | {count} | {len(group)} | {dsc} | {asd} | {one} | "
                          f"{(f'{np.median(seconds):.0f}' if len(seconds) else 'n/a')} |")
     return "\n".join(lines)
 

@@ -157,8 +157,9 @@ def blend_cmd(
 # -------------------------------------------------------------------------------------- study
 @study_app.command("robustness")
 def study_robustness_cmd(
-    shapes: List[str] = typer.Option(..., "--shapes", help="vmtk-aorta, simvascular, aaa:SEED[:SURFACE] and/or "
-                                                           "closed mesh files."),
+    shapes: List[str] = typer.Option(..., "--shapes", help="vmtk-aorta, simvascular, aaa:SEED[:SURFACE], "
+                                                           "tree:SEED (a 31-branch tree phantom) and/or closed "
+                                                           "mesh files."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.csv (resumable), summary.md, "
                                                 "boxplot_dice.png, boxplot_asd.png."),
     counts: Optional[List[int]] = typer.Option(None, "--counts", help="Surface points per fit, each >= 10 (default: "

@@ -90,3 +90,22 @@ def nesting_violation_fraction(pred_sdfs, tolerance: float = 0.0) -> float:
         raise VesselfieldError(f"nesting needs (N, K >= 2) SDF values, got {tuple(f.shape)}")
     broken = (f[:, 1:] - f[:, :-1] > tolerance).any(dim=1)
     return float(broken.float().mean())
+
+
+def sign_loss(pred_sdf: torch.Tensor, target_side: torch.Tensor) -> torch.Tensor:
+    """Penalty for samples on the wrong side: ``relu(-side * f)`` averaged over the labelled samples.
+
+    A sign prior for fits from unoriented points (vesselfield.geometry.point_visibility): samples
+    known to be outside (side +1) must have ``f >= 0``, samples known to be inside (side -1)
+    ``f <= 0``; side 0 (unknown) adds nothing.
+
+    Args:
+        pred_sdf: (N,) SDF values at the samples.
+        target_side: (N,) +1 outside, -1 inside, 0 unknown (any integer or float dtype).
+    """
+    if pred_sdf.shape != target_side.shape:
+        raise VesselfieldError(f"sides must have the shape of the SDF values {tuple(pred_sdf.shape)}, "
+                               f"got {tuple(target_side.shape)}")
+    side = target_side.to(pred_sdf.dtype)
+    labelled = (side != 0).sum().clamp_min(1)
+    return torch.relu(-side * pred_sdf).sum() / labelled

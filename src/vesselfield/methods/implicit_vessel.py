@@ -12,23 +12,29 @@ for Learning Shapes", ICML 2020.
   (+ ``nesting_weight * nesting_loss`` for nested surfaces), ``y`` drawn as Gaussians around the
   surface points (sigma: distance to the ``near_neighbours``-th nearest surface point) and
   uniformly in the domain.
+- Bare points (no normals) on branching trees: the **visibility sign prior** (``sign_prior``;
+  :mod:`vesselfield.geometry.point_visibility`) labels grid voxels outside (most lattice rays
+  escape the thickened points) or inside (none does); the loss adds ``sign_weight * mean relu(-side * f)``
+  over the labelled samples, and ``prior_steps`` first fit the network to the SDF of the shrunk
+  envelope (everything not outside), so the fit starts from the vessel's shape, not a sphere.
 - :class:`ImplicitVesselModel`: the network and its normalisation; query SDFs in mm at any world
   point (with gradients), evaluate on grids, mesh, save to / load from ``model.pt`` (plain tensors
   and a YAML-able config, loaded with ``weights_only=True``: never pickled objects).
 
 Presets (named constructors of :class:`ImplicitVesselConfig`, where every default lives): ``paper`` is the
-paper's network (6 x 256 ReLU, skip into the third layer, Adam 1e-4, 25,000 iterations: minutes
-per shape on a GPU, far longer on a CPU); ``fast`` is a 4 x 128 Softplus MLP at Adam 1e-3 for
-1500 iterations (about 25-55 s per shape on one CPU thread for 100-1000 points). Measured on the
-vmtk aorta (Dice against its level set; docs/benchmarks.md): median 0.922 from 100 bare points
-and 0.955 from 1000 over 20 fits each (with normals 0.930 and 0.974); hash-grid features instead of the plain MLP
-were worse from sparse points. The paper's network stopped at 1500 steps
-(``inr_config("paper", iterations=1500)``, about 3x slower) did better from 400 points and no
-better from 100-200. ``encoding="hash"`` remains available.
+paper's network and fitting (6 x 256 ReLU, skip into the third layer, Adam 1e-4 constant, 25,000
+iterations, no sign prior: minutes per shape on a GPU, far longer on a CPU); ``fast`` (the
+default) is a 4 x 128 Softplus MLP with the visibility prior: 300 prior steps, then 3000 steps at
+Adam 1e-3 decaying to 1e-5 (about 80 s for 1000 points on 2 CPU threads). Measured (docs/benchmarks.md,
+issue 14): from bare points the SimVascular aorto-iliac tree reaches DSC 0.91 from 400 points (0.26
+with the paper's recipe) and a 31-branch tree phantom 0.90 from 1000 (0.08), each in one piece;
+hash-grid features instead of the plain MLP were worse from sparse points (``encoding="hash"``
+remains available).
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,19 +118,47 @@ class ImplicitVesselConfig:
     """Hash grid: finest resolution over [-1, 1]^3."""
     iterations: int | None = None
     """Optimisation steps; one step sees every surface point when there are at most batch_size.
-    None: the preset's (fast 1500, paper 25,000; the paper trains 25,000-50,000 epochs)."""
+    None: the preset's (fast 3000, paper 25,000; the paper trains 25,000-50,000 epochs). With the
+    visibility prior, its prior_steps come first and are not counted here."""
     learning_rate: float | None = None
     """Adam learning rate. None: the preset's (fast 1e-3, paper 1e-4)."""
+    learning_rate_final: float | None = None
+    """Learning rate at the last step, reached by a cosine decay over the IGR steps (a fit whose
+    zero level must settle to a fraction of a millimetre needs the small steps at the end).
+    None: the preset's (fast 1e-5; paper: constant, as the paper)."""
     eikonal_weight: float = 0.1
     """lambda of the eikonal term (paper: 0.1)."""
     normal_weight: float = 1.0
     """tau of the IGR normal term, used when normals are given."""
     nesting_weight: float = 0.0
     """Weight of the nesting penalty for several surfaces (innermost first); 0: off."""
+    sign_prior: Literal["sphere", "visibility"] | None = None
+    """Which side is inside, for points without normals. sphere: only the initial sphere says it
+    (the paper; on branching trees the inside leaks between the branches); visibility: samples
+    where most straight rays escape the thickened point cloud must be outside (f > 0), samples from
+    which no ray escapes inside (geometry.point_visibility). None: the preset's (fast visibility,
+    paper sphere)."""
+    sign_weight: float = 1.0
+    """Weight of the sign term ``mean relu(-f)`` (outside) + ``mean relu(f)`` (inside) over the labelled samples."""
+    prior_steps: int | None = None
+    """Steps that first fit the network to the SDF of the visibility envelope (every sample not
+    labelled outside), shrunk by ``prior_shrink`` wall radii, before the IGR steps: the fit then
+    starts from the vessel's shape instead of a sphere. 0: start from the sphere (the paper).
+    Only with sign_prior=visibility and no normals. None: the preset's (fast 300, paper 0)."""
+    prior_shrink: float = 1.0
+    """How far the envelope is shrunk for the initial shape, in units of the median wall radius
+    (the true surface runs through the middle of the wall, one wall radius inside the envelope)."""
+    visibility_voxels: int = 96
+    """Visibility grid: voxels along the longest side of the points' box."""
+    visibility_wall_factor: float = 0.75
+    """Visibility: radius of the wall around each point, in units of its distance to its 6th nearest point."""
+    visibility_outside_escape: float = 0.5
+    """Visibility: a sample is outside when at least this fraction of its 26 lattice rays escape."""
     batch_size: int = 2048
     """Surface points per surface per step (all of them when there are fewer)."""
     n_domain_samples: int = 1024
-    """Uniform samples in [-1, 1]^3 per step for the eikonal term."""
+    """Uniform samples per step for the eikonal (and sign) terms: in [-1, 1]^3, or with the
+    visibility sign prior half in [-1, 1]^3 and half in the visibility grid's box."""
     near_neighbours: int = 8
     """sigma of a point's near-surface samples: distance to its k-th nearest surface point."""
     domain_padding: float = 0.2
@@ -146,11 +180,14 @@ class ImplicitVesselConfig:
         """The values the preset implies, in one place."""
         paper = self.preset == "paper"
         implied = {"hidden_dim": 256 if paper else 128, "n_layers": 6 if paper else 4,
-                   "activation": "relu" if paper else "softplus", "iterations": 25000 if paper else 1500,
-                   "learning_rate": 1e-4 if paper else 1e-3}
+                   "activation": "relu" if paper else "softplus", "iterations": 25000 if paper else 3000,
+                   "learning_rate": 1e-4 if paper else 1e-3, "sign_prior": "sphere" if paper else "visibility",
+                   "prior_steps": 0 if paper else 300}
         for name, value in implied.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.learning_rate_final is None:
+            self.learning_rate_final = self.learning_rate if paper else 1e-5
 
     @classmethod
     def fast(cls, **overrides) -> "ImplicitVesselConfig":
@@ -179,13 +216,22 @@ def config_from_dict(values: dict) -> ImplicitVesselConfig:
 
 
 def _check_config(c: ImplicitVesselConfig) -> None:
-    check_numbers(c, positive=("learning_rate", "init_radius"),
+    check_numbers(c, positive=("learning_rate", "init_radius", "learning_rate_final"),
                   non_negative=("iterations", "seed", "n_domain_samples", "checkpoint_every", "eikonal_weight",
-                                "normal_weight", "nesting_weight", "time_limit_s"),
+                                "normal_weight", "nesting_weight", "time_limit_s", "sign_weight", "prior_steps",
+                                "prior_shrink"),
                   at_least_one=("hidden_dim", "n_layers", "batch_size", "near_neighbours"),
                   flags={"time_limit_s": "--time-limit", "iterations": "--iterations"})
     if not 0.0 <= float(c.domain_padding) < 1.0:
         raise VesselfieldError(f"domain_padding must be in [0, 1), got {c.domain_padding}")
+    if c.sign_prior not in ("sphere", "visibility"):
+        raise VesselfieldError(f"sign_prior must be sphere or visibility, got {c.sign_prior!r}")
+    if int(c.visibility_voxels) < 8:
+        raise VesselfieldError(f"visibility_voxels must be at least 8, got {c.visibility_voxels}")
+    if not float(c.visibility_wall_factor) > 0:
+        raise VesselfieldError(f"visibility_wall_factor must be positive, got {c.visibility_wall_factor}")
+    if not 0.0 < float(c.visibility_outside_escape) <= 1.0:
+        raise VesselfieldError(f"visibility_outside_escape must be in (0, 1], got {c.visibility_outside_escape}")
     if c.skip_layer != -1 and not 1 <= c.skip_layer < c.n_layers:
         raise VesselfieldError(f"skip_layer must be -1 (none) or in [1, n_layers = {c.n_layers}), got {c.skip_layer}")
 
@@ -392,10 +438,13 @@ class FitResult:
 
     Attributes:
         model: the fitted :class:`ImplicitVesselModel`.
-        log: per-iteration loss terms (dicts).
+        log: per-step loss terms (dicts): the prior steps (``loss_prior``), then the IGR iterations.
         seconds: optimisation wall time of this call.
-        iterations: completed iterations (including those before a resume).
+        iterations: completed IGR iterations (including those before a resume), after the prior steps.
+        prior_steps: completed prior steps (the visibility shape; they come first).
         stopped: ``"iterations"`` or ``"time_limit"``.
+        sign_prior: per surface fitted with the visibility sign prior, the share of its label grid
+            labelled ``outside``, ``inside`` and ``unknown``, and the grid (``voxels``, ``voxel_mm``).
     """
 
     model: ImplicitVesselModel
@@ -403,6 +452,8 @@ class FitResult:
     seconds: float = 0.0
     iterations: int = 0
     stopped: str = "iterations"
+    prior_steps: int = 0
+    sign_prior: dict = field(default_factory=dict)
 
 
 def _local_sigma(points: np.ndarray, k: int) -> np.ndarray:
@@ -413,6 +464,75 @@ def _local_sigma(points: np.ndarray, k: int) -> np.ndarray:
     sigma = d[:, -1]
     # Coincident points would give sigma 0: fall back to the median spacing.
     return np.where(sigma > 0, sigma, np.median(sigma[sigma > 0]) if np.any(sigma > 0) else 1e-2)
+
+
+def _trilinear(volume, lo, spacing: float, points):
+    """(N,) trilinear samples of an (X, Y, Z) tensor whose first voxel's corner is ``lo``, at (N, 3)
+    points (same units); clamped to the border beyond it."""
+    import torch
+
+    size = torch.tensor(volume.shape, device=points.device, dtype=points.dtype)
+    u = (points - lo - 0.5 * spacing) / (spacing * (size - 1)) * 2 - 1  # align_corners: voxel centres at +-1
+    # The volume is the (D, H, W) = (X, Y, Z) input of grid_sample, whose grid lists (W, H, D) = (z, y, x).
+    grid = u.flip(-1).view(1, 1, 1, -1, 3)
+    sample = torch.nn.functional.grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="border",
+                                             align_corners=True)
+    return sample.view(-1)
+
+
+def _side_lookup(points, sides, lo, spacing: float):
+    """(N,) sides (+1 outside, -1 inside, 0 unknown) of (N, 3) points on a label volume; +1 beyond it."""
+    import torch
+
+    idx = torch.floor((points.detach() - lo) / spacing).long()
+    shape = torch.tensor(sides.shape, device=points.device)
+    within = ((idx >= 0) & (idx < shape)).all(dim=1)
+    out = torch.ones(len(points), dtype=sides.dtype, device=points.device)
+    i = idx[within]
+    out[within] = sides[i[:, 0], i[:, 1], i[:, 2]]
+    return out
+
+
+@dataclass
+class _SignPrior:
+    """One surface's visibility labels and initial shape, as tensors in normalised units."""
+
+    sides: object  # (X, Y, Z) int8 tensor: +1 outside, -1 inside, 0 unknown
+    lo: object  # (3,) float tensor: corner of the first voxel
+    spacing: float
+    prior_sdf: object  # (X, Y, Z) float tensor: SDF of the shrunk envelope
+
+    @property
+    def extent(self):
+        """(3,) tensor: the label grid's size."""
+        import torch
+
+        return torch.tensor(self.sides.shape, device=self.lo.device, dtype=self.lo.dtype) * self.spacing
+
+    def summary(self, scale_mm: float) -> dict:
+        """Shares of the label grid that are outside / inside / unknown, and the grid in mm."""
+        n = self.sides.numel()
+        return {"outside": round(float((self.sides == 1).sum()) / n, 4),
+                "inside": round(float((self.sides == -1).sum()) / n, 4),
+                "unknown": round(float((self.sides == 0).sum()) / n, 4),
+                "voxels": list(self.sides.shape), "voxel_mm": round(self.spacing * scale_mm, 4)}
+
+
+def _sign_prior(points: np.ndarray, config: ImplicitVesselConfig, dev) -> _SignPrior:
+    """The :class:`_SignPrior` of one surface's normalised points (geometry.point_visibility)."""
+    import torch
+    from scipy import ndimage
+
+    from vesselfield.geometry.point_visibility import point_visibility
+
+    vis = point_visibility(points, voxels_longest=int(config.visibility_voxels),
+                           wall_factor=float(config.visibility_wall_factor))
+    sides = vis.labels(float(config.visibility_outside_escape))
+    envelope = sides != 1
+    sdf = (ndimage.distance_transform_edt(~envelope) - ndimage.distance_transform_edt(envelope)) * vis.spacing
+    sdf = sdf + float(config.prior_shrink) * vis.median_wall_radius
+    return _SignPrior(torch.as_tensor(sides, device=dev), torch.as_tensor(vis.lo, dtype=torch.float32, device=dev),
+                      float(vis.spacing), torch.as_tensor(sdf, dtype=torch.float32, device=dev))
 
 
 def fit_implicit_sdf(
@@ -446,7 +566,8 @@ def fit_implicit_sdf(
     import torch
 
     from vesselfield.device import resolve_device
-    from vesselfield.losses.igr import eikonal_loss, nesting_loss, normal_loss, spatial_gradient, surface_loss
+    from vesselfield.losses.igr import (eikonal_loss, nesting_loss, normal_loss, sign_loss, spatial_gradient,
+                                        surface_loss)
     from vesselfield.training import run_loop, seed_everything
 
     config = config or inr_config()
@@ -486,17 +607,57 @@ def fit_implicit_sdf(
     ns = [None if n is None else torch.as_tensor(n, dtype=torch.float32, device=dev) for n in normal_sets]
     sigmas = [torch.as_tensor(_local_sigma(p, config.near_neighbours) / scale, dtype=torch.float32, device=dev)
               for p in point_sets]
+    # The sign prior: for surfaces fitted without normals (with normals, the normal term says it).
+    sides = [_sign_prior((p - center) / scale, config, dev)
+             if config.sign_prior == "visibility" and config.sign_weight > 0 and n is None else None
+             for p, n in zip(point_sets, normal_sets)]
     optimizer = torch.optim.Adam(network.parameters(), lr=float(config.learning_rate))
     batch, n_dom = int(config.batch_size), int(config.n_domain_samples)
 
+    n_prior = int(config.prior_steps) if any(sd is not None for sd in sides) else 0
+
+    def prior_step() -> dict:
+        # Regress every channel with a prior on the SDF of its shrunk envelope (L1), at uniform
+        # samples in the envelope's grid, around the points and in the whole domain.
+        loss = 0.0
+        for c, (sd, x, sg) in enumerate(zip(sides, xs, sigmas)):
+            if sd is None:
+                continue
+            box = sd.lo + torch.rand(n_dom, 3, device=dev) * sd.extent
+            j = torch.randint(len(x), (min(len(x), batch),), device=dev)
+            near = x[j] + torch.randn(len(j), 3, device=dev) * sg[j, None]
+            y = torch.cat([box, near, torch.rand(n_dom, 3, device=dev) * 2.0 - 1.0])
+            # Beyond the grid (all outside) the target grows with the distance from it.
+            beyond = (torch.relu(sd.lo - y) + torch.relu(y - sd.lo - sd.extent)).norm(dim=1)
+            target = _trilinear(sd.prior_sdf, sd.lo, sd.spacing, y) + beyond
+            loss = loss + (network(y)[:, c] - target).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), "loss_prior": float(loss.detach())}
+
     def step(i: int) -> dict:
+        if i < n_prior:
+            return prior_step()
+        if config.learning_rate_final is not None:
+            # A function of the step alone, so a resumed run continues exactly.
+            t = (i - n_prior) / max(int(config.iterations) - 1, 1)
+            lr0, lr1 = float(config.learning_rate), float(config.learning_rate_final)
+            for group in optimizer.param_groups:
+                group["lr"] = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * min(t, 1.0)))
         idx = [torch.randperm(len(x), device=dev)[:batch] if len(x) > batch else None for x in xs]
         surf = [x if j is None else x[j] for x, j in zip(xs, idx)]
         near = [s + torch.randn_like(s) * (sg if j is None else sg[j])[:, None]
                 for s, sg, j in zip(surf, sigmas, idx)]
-        dom = torch.rand(n_dom, 3, device=dev) * 2.0 - 1.0
+        # With a sign prior, half the domain samples go uniformly into the surfaces' visibility
+        # boxes instead: thin vessels fill a small part of [-1, 1]^3, and their surroundings are
+        # where the sign is at stake.
+        boxed = [sd for sd in sides if sd is not None]
+        n_box = n_dom // (2 * len(boxed)) if boxed else 0
+        dom = torch.rand(n_dom - n_box * len(boxed), 3, device=dev) * 2.0 - 1.0
         counts = [len(s) for s in surf]
-        pts = torch.cat(surf + near + [dom]).requires_grad_(True)
+        boxes = [sd.lo + torch.rand(n_box, 3, device=dev) * sd.extent for sd in boxed]
+        pts = torch.cat(surf + near + [dom] + boxes).requires_grad_(True)
         f = network(pts)
         need_grad = config.eikonal_weight > 0 or any(n is not None for n in ns)
         grad = spatial_gradient(f, pts) if need_grad else None  # (P, K, 3)
@@ -518,6 +679,12 @@ def fit_implicit_sdf(
             l_eik = eikonal_loss(grad[samples])
             loss = loss + config.eikonal_weight * l_eik
             terms["loss_eikonal"] = float(l_eik.detach())
+        if any(s is not None for s in sides):
+            y = pts[samples]
+            l_sign = sum(sign_loss(f[samples, c], _side_lookup(y, sd.sides, sd.lo, sd.spacing))
+                         for c, sd in enumerate(sides) if sd is not None)
+            loss = loss + config.sign_weight * l_sign
+            terms["loss_sign"] = float(l_sign.detach())
         if k > 1 and config.nesting_weight > 0:
             l_nest = nesting_loss(f)
             loss = loss + config.nesting_weight * l_nest
@@ -531,11 +698,14 @@ def fit_implicit_sdf(
         run_dir = Path(out_dir) if out_dir is not None else Path(tmp)
         network.train()
         loop = run_loop(step, {"network": network, "optimizer": optimizer}, run_dir,
-                        iterations=int(config.iterations), time_limit_s=config.time_limit_s,
+                        iterations=n_prior + int(config.iterations), time_limit_s=config.time_limit_s,
                         checkpoint_every=int(config.checkpoint_every), resume=resume, progress=progress,
                         description=f"fitting ({config.preset})", extra={"config": asdict(config)})
     network.eval()
-    return FitResult(model, loop.rows, loop.elapsed_s, loop.iterations_done, loop.stopped_by)
+    prior_info = {name: sd.summary(scale) for name, sd in zip(names, sides) if sd is not None}
+    done = int(loop.iterations_done)
+    return FitResult(model, loop.rows, loop.elapsed_s, max(done - n_prior, 0), loop.stopped_by,
+                     min(done, n_prior), prior_info)
 
 
 # --------------------------------------------------------------------------- surfaces from meshes

@@ -3,7 +3,8 @@
 - signed distances: :func:`round_cone_sdf`, :func:`tree_sdf`, :func:`sdf_volume`,
   :func:`occupancy_volume` (:mod:`.sdf`, the formulas and where they are exact)
 - trees: :func:`coronary_tree`, :func:`coronary_branch_names`, :class:`TreePhantom`,
-  :func:`swc_phantom`, :func:`default_coronary_grid` (:mod:`.coronary`)
+  :func:`swc_phantom`, :func:`default_coronary_grid` (:mod:`.coronary`), :func:`branching_tree`
+  (:mod:`.branching`)
 - aneurysms: :class:`AAAPhantom` (:mod:`.aaa`)
 - images: :func:`ct_like_image`, :func:`sparse_slices` (:mod:`.ct`)
 
@@ -20,6 +21,7 @@ _WHERE = {
     "tree_sdf": "sdf",
     "sdf_volume": "sdf",
     "occupancy_volume": "sdf",
+    "branching_tree": "branching",
     "coronary_tree": "coronary",
     "coronary_branch_names": "coronary",
     "default_coronary_grid": "coronary",

@@ -156,11 +156,13 @@ def _fit_details(result, config) -> dict:
     log = result.log
     return {
         "iterations": int(result.iterations),
+        "prior_steps": int(result.prior_steps),
         "iterations_planned": int(config.iterations),
         "stopped": result.stopped,
         "fit_seconds": round(float(result.seconds), 3),
         "final_losses": {k: v for k, v in log[-1].items() if k not in ("iteration", "time_s")} if log else {},
         "device": str(result.model.device),
+        "sign_prior": result.sign_prior,
     }
 
 
@@ -229,6 +231,7 @@ def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_m
         "spacing_mm": spacing,
         "grid": grid.to_dict(),
         "mesh": mesh_info,
+        "components": mesh_info["components"] if mesh_info else 0,
         "cfd_ready": warning is None,
     }
     summary.lines = _fit_lines({"": fit}) + _mesh_lines({"mesh": mesh_info})
