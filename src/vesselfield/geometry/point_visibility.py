@@ -116,7 +116,7 @@ def _escapes(free: np.ndarray, direction) -> np.ndarray:
 
 
 def point_visibility(points, *, voxels_longest: int = 96, wall_factor: float = 0.75, k: int = 6,
-                     margin_voxels: int = 3, max_voxels: int = 4_000_000) -> PointVisibility:
+                     margin_voxels: int = 3, max_voxels: int = 2_000_000) -> PointVisibility:
     """:class:`PointVisibility` of (N, 3) unoriented surface samples (see the module docstring).
 
     Args:

@@ -15,8 +15,9 @@ aorto-iliac model) whose branches run close together; :func:`branching_tree` dra
   surface) is drawn again (a new roll, up to 50 tries per bifurcation), so branches never touch
   except at their bifurcations.
 
-Nodes are every ``step_mm`` along each branch; radii are constant along a branch and the child's
-first node sits on the parent's last, so the round cones of :class:`TreePhantom` join smoothly.
+Nodes are about every ``step_mm`` along each branch; radii are constant along a branch, and a
+child's first node hangs from its parent's last one, so the round cones of
+:class:`~vesselfield.phantoms.coronary.TreePhantom` join without gaps.
 """
 
 from __future__ import annotations
