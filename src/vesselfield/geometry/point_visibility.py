@@ -39,7 +39,7 @@ import numpy as np
 
 from vesselfield.errors import VesselfieldError
 
-__all__ = ["LATTICE_DIRECTIONS", "PointVisibility", "point_visibility"]
+__all__ = ["INSIDE", "LATTICE_DIRECTIONS", "OUTSIDE", "PointVisibility", "UNKNOWN", "point_visibility"]
 
 #: The 26 directions from a voxel to its neighbours.
 LATTICE_DIRECTIONS = tuple(d for d in itertools.product((-1, 0, 1), repeat=3) if any(d))

@@ -525,12 +525,12 @@ def _sign_prior(points: np.ndarray, config: ImplicitVesselConfig, dev) -> _SignP
     import torch
     from scipy import ndimage
 
-    from vesselfield.geometry.point_visibility import point_visibility
+    from vesselfield.geometry.point_visibility import OUTSIDE, point_visibility
 
     vis = point_visibility(points, voxels_longest=int(config.visibility_voxels),
                            wall_factor=float(config.visibility_wall_factor))
     sides = vis.labels(float(config.visibility_outside_escape))
-    envelope = sides != 1
+    envelope = sides != OUTSIDE
     sdf = (ndimage.distance_transform_edt(~envelope) - ndimage.distance_transform_edt(envelope)) * vis.spacing
     sdf = sdf + float(config.prior_shrink) * vis.median_wall_radius
     return _SignPrior(torch.as_tensor(sides, device=dev), torch.as_tensor(vis.lo, dtype=torch.float32, device=dev),
