@@ -60,6 +60,8 @@ QuietOpt = typer.Option(False, "--quiet", help="No progress bar.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same settings and inputs).")
 IterationsOpt = typer.Option(None, "--iterations", help="Optimisation steps (default: the preset's).")
 TimeLimitOpt = typer.Option(None, "--time-limit", help="Stop after S seconds (checkpointed; --resume continues).")
+NoAnalyzeOpt = typer.Option(False, "--no-analyze", help="Skip the vessel analysis at the end (centrelines, radii, "
+                                                        "stenoses into OUT/analysis/; `vesselfield analyze`).")
 
 
 def set_option(config_name: str):

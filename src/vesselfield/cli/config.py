@@ -18,11 +18,12 @@ CONFIGS = {
     "trainer": ("vesselfield.training", "TrainerConfig"),
     "udf-mesh": ("vesselfield.meshing.udf", "UdfMeshConfig"),
     "nudf": ("vesselfield.methods.nudf", "NudfConfig"),
+    "analysis": ("vesselfield.analysis.config", "AnalysisConfig"),
 }
 #: Other names users type for them (a method, a command).
 ALIASES = {"neca": "sdf-car", "occ-combined": "sdf-car", "sdf-occ": "sdf-car", "xray": "sdf-car",
            "inr": "implicit-vessel", "fit": "implicit-vessel", "vesselsdf": "vessel-sdf", "train": "vessel-sdf",
-           "unet3d": "vessel-sdf", "attention-unet": "vessel-sdf", "direct-sdf": "vessel-sdf",
+           "unet3d": "vessel-sdf", "analyze": "analysis", "attention-unet": "vessel-sdf", "direct-sdf": "vessel-sdf",
            "vessel-sdf-no-gauss": "vessel-sdf", "unet-roi": "nudf"}
 
 

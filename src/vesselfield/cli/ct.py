@@ -10,6 +10,7 @@ import typer
 
 from vesselfield.cli.app import (
     DeviceOpt,
+    NoAnalyzeOpt,
     QuietOpt,
     ResumeOpt,
     TimeLimitOpt,
@@ -111,6 +112,7 @@ def predict_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="NUDF runs: settings of the prediction, e.g. "
                                              "--set mesh.keep_mm=0.3 (mesh.FIELD of `vesselfield config show "
                                              "udf-mesh`, predict_batch_points, mesh_spacing_mm)."),
+    no_analyze: bool = NoAnalyzeOpt,
     quiet: bool = QuietOpt,
 ):
     """Predict a CT image with a trained run: VesselSDF's SDF and occupancy on its grid and a mesh, or NUDF's
@@ -135,7 +137,8 @@ def predict_cmd(
             load_nudf_run(run)  # says what is missing (no folder, a training not finished)
         flag = "--center" if center is not None else "--set"
         raise VesselfieldError(f"{flag} applies to NUDF / unet-roi runs only; this run predicts the whole image")
-    echo_summary(predict_ct_files(run, image, out, mesh_spacing_mm=mesh_spacing, device=device, progress=not quiet))
+    echo_summary(predict_ct_files(run, image, out, mesh_spacing_mm=mesh_spacing, device=device, progress=not quiet,
+                                  analyze=not no_analyze))
 
 
 # ---------------------------------------------------------------------------------- benchmark

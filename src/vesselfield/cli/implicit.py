@@ -9,6 +9,7 @@ import typer
 
 from vesselfield.cli.app import (
     DeviceOpt,
+    NoAnalyzeOpt,
     given,
     IterationsOpt,
     QuietOpt,
@@ -61,6 +62,7 @@ def fit_points_cmd(
     set_: Optional[List[str]] = SetOpt,
     device: str = DeviceOpt,
     resume: bool = ResumeOpt,
+    no_analyze: bool = NoAnalyzeOpt,
     quiet: bool = QuietOpt,
 ):
     """Implicit SDF of a point cloud (IGR loss): model, SDF volume, mesh, config, log, summary, report."""
@@ -68,7 +70,7 @@ def fit_points_cmd(
 
     echo_summary(fit_points_files(points, out, config=_fit_config(preset, iterations, time_limit, set_),
                                   use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
-                                  progress=not quiet, **given(frame=frame, scale_to_mm=scale_to_mm)))
+                                  progress=not quiet, analyze=not no_analyze, **given(frame=frame, scale_to_mm=scale_to_mm)))
 
 
 @fit_app.command("mesh")
@@ -87,6 +89,7 @@ def fit_mesh_cmd(
     set_: Optional[List[str]] = SetOpt,
     device: str = DeviceOpt,
     resume: bool = ResumeOpt,
+    no_analyze: bool = NoAnalyzeOpt,
     quiet: bool = QuietOpt,
 ):
     """Implicit SDF of N points sampled on a surface mesh (also written to points.ply)."""
@@ -94,7 +97,7 @@ def fit_mesh_cmd(
 
     echo_summary(fit_mesh_files(mesh, out, n_points=n_points, config=_fit_config(preset, iterations, time_limit, set_),
                                 use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
-                                progress=not quiet, **given(seed=seed, frame=frame, scale_to_mm=scale_to_mm)))
+                                progress=not quiet, analyze=not no_analyze, **given(seed=seed, frame=frame, scale_to_mm=scale_to_mm)))
 
 
 @fit_app.command("nested")

@@ -10,6 +10,7 @@ import typer
 from vesselfield.cli.app import (
     DegradeOpt,
     DeviceOpt,
+    NoAnalyzeOpt,
     IterationsOpt,
     QuietOpt,
     ResumeOpt,
@@ -81,6 +82,7 @@ def reconstruct_xray_cmd(
                                                          "metrics.json."),
     resume: bool = ResumeOpt,
     no_refine_pose: bool = NoRefinePoseOpt,
+    no_analyze: bool = NoAnalyzeOpt,
     quiet: bool = QuietOpt,
 ):
     """Two-view coronary reconstruction: occupancy, SDF, mesh, config, log, figures, report [, metrics]."""
@@ -89,7 +91,7 @@ def reconstruct_xray_cmd(
     config = _xray_config(method, preset, iterations, time_limit, set_, no_refine_pose)
     echo_summary(reconstruct_xray_files(geometry, out, projections=projections or None, masks=masks or None,
                                         config=config, device=device, gt_path=gt, resume=resume,
-                                        progress=not quiet))
+                                        progress=not quiet, analyze=not no_analyze))
 
 
 # ---------------------------------------------------------------------------------- benchmark

@@ -137,10 +137,11 @@ def _mesh_of(sdf: np.ndarray, grid):
     return (mesh, *cfd_check(mesh, sdf))
 
 
-def _write_report(out: Path, *, model, points, log, mesh, warnings=()) -> dict:
+def _write_report(out: Path, *, model, points, log, mesh, warnings=(), analysis=None) -> dict:
     from vesselfield.report.implicit_vessel import write_inr_report
 
-    paths = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=None, warnings=warnings)
+    paths = write_inr_report(out, model=model, points=points, log=log, mesh=mesh, metrics=None, warnings=warnings,
+                             analysis=analysis)
     # The report names its figures "slices", "mesh", ...: keep them apart from the fit's own files.
     return {key if key == "report" else f"figure_{key}": path for key, path in paths.items()}
 
@@ -186,7 +187,8 @@ def _mesh_lines(meshes: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------ one surface
 def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_mm, device, resume, progress,
-                     report, inputs: dict, words: list, extra_files: dict | None = None) -> RunSummary:
+                     report, inputs: dict, words: list, extra_files: dict | None = None,
+                     analyze: bool = True) -> RunSummary:
     """The shared tail of ``fit points`` and ``fit mesh``: checks, fit, outputs."""
     from vesselfield.grid import grid_over_box
     from vesselfield.io import save_mesh, save_points, save_volume
@@ -236,9 +238,24 @@ def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_m
     }
     summary.lines = _fit_lines({"": fit}) + _mesh_lines({"mesh": mesh_info})
     summary.objects = {"model": model, "result": result}
+    analysis = None
+    if analyze and mesh is not None:
+        from vesselfield.analysis.fields import function_field
+        from vesselfield.pipelines.analyze import analysis_after_run, analysis_details
+
+        # The network itself is measured (its exact zero level); the SDF volume just written gives the
+        # topology, so the network is not sampled on a grid again.
+        lo, hi = grid.bounds_mm
+        field = function_field(lambda p: model.sdf(p), lo, hi, kind="network", batch_points=1 << 16)
+        analysis, a_files, a_lines, a_warnings = analysis_after_run(field, out, topology=(sdf, grid))
+        files.update(a_files)
+        summary.warnings.extend(a_warnings)
+        summary.lines.extend(a_lines)
+        if analysis is not None:
+            summary.details["analysis"] = analysis_details(analysis)
     if report:
         files.update(_write_report(out, model=model, points=points, log=result.log, mesh=mesh,
-                                   warnings=summary.warnings))
+                                   warnings=summary.warnings, analysis=analysis))
     summary.write()
     return summary
 
@@ -256,6 +273,7 @@ def fit_points_files(
     resume: bool = False,
     progress: bool = True,
     report: bool = True,
+    analyze: bool = True,
 ) -> RunSummary:
     """``vesselfield fit points``: an implicit SDF fitted to a point cloud file.
 
@@ -269,6 +287,8 @@ def fit_points_files(
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: continue an interrupted fit in ``out_dir`` (same settings and points).
         progress: show a progress bar. report: write ``report.html`` and its figures.
+        analyze: run the vessel analysis on the fitted network into ``out_dir/analysis/`` and add it
+            to the report (:mod:`vesselfield.pipelines.analyze`).
 
     Returns:
         The :class:`RunSummary`; ``objects["model"]`` is the fitted
@@ -295,7 +315,8 @@ def fit_points_files(
     words = ["fit", "points", "--points", points_path, "--out", out] + (["--normals"] if use_normals else [])
     words += _common_words(frame=frame, scale_to_mm=scale_to_mm, spacing_mm=spacing_mm, device=device)
     return _fit_one_surface("fit points", points, normals, out, config=config, spacing_mm=spacing_mm,
-                            device=device, resume=resume, progress=progress, report=report, inputs=inputs,
+                            device=device, resume=resume, progress=progress, report=report, analyze=analyze,
+                            inputs=inputs,
                             words=words)
 
 
@@ -314,6 +335,7 @@ def fit_mesh_files(
     resume: bool = False,
     progress: bool = True,
     report: bool = True,
+    analyze: bool = True,
 ) -> RunSummary:
     """``vesselfield fit mesh``: sample ``n_points`` points (and face normals) on a surface mesh, then fit.
 
@@ -344,6 +366,7 @@ def fit_mesh_files(
     words += _common_words(frame=frame, scale_to_mm=scale_to_mm, spacing_mm=spacing_mm, device=device)
     return _fit_one_surface("fit mesh", points, normals if use_normals else None, out, config=config,
                             spacing_mm=spacing_mm, device=device, resume=resume, progress=progress, report=report,
+                            analyze=analyze,
                             inputs=inputs, words=words, extra_files={"points.ply": (points, normals)})
 
 

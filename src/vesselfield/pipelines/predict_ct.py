@@ -101,8 +101,12 @@ def upsampled_surface(prediction: dict, grid, spacing_mm: float):
 
 
 def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | None = None, device="auto",
-                     progress: bool = True) -> RunSummary:
-    """Apply the trained run ``run_dir`` to ``image_path`` and write the outputs into ``out_dir``."""
+                     progress: bool = True, analyze: bool = True) -> RunSummary:
+    """Apply the trained run ``run_dir`` to ``image_path`` and write the outputs into ``out_dir``.
+
+    ``analyze``: run the vessel analysis on the predicted SDF into ``out_dir/analysis/``
+    (:mod:`vesselfield.pipelines.analyze`; its own report.html there).
+    """
     from vesselfield.device import resolve_device
     from vesselfield.io.meshes import save_mesh
     from vesselfield.io.run_folder import check_out_dir
@@ -144,9 +148,21 @@ def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | N
              f"vessel volume {vessel_ml:.3g} ml",
              f"mesh on an isotropic {spacing:.3g} mm grid ({'x'.join(map(str, iso.shape))})"
              + (f": {len(mesh.vertices)} vertices, {len(mesh.faces)} faces" if mesh is not None else ": empty")]
+    details = {"run": str(run_dir), "image": str(image_path), "variant": trained.config.variant,
+               "mesh_spacing_mm": spacing, "vessel_volume_ml": vessel_ml}
+    if analyze and mesh is not None:
+        from vesselfield.analysis.api import as_wall_field
+        from vesselfield.pipelines.analyze import analysis_after_run, analysis_details
+
+        field, topology = as_wall_field(sdf.astype(np.float32), grid, kind="sdf")
+        analysis, a_files, a_lines, a_warnings = analysis_after_run(field, out, topology=topology)
+        files.update(a_files)
+        warnings.extend(a_warnings)
+        lines.extend(a_lines)
+        if analysis is not None:
+            details["analysis"] = analysis_details(analysis)
     summary = RunSummary(PREDICT_VERB, out, files=files, warnings=warnings, lines=lines,
-                         details={"run": str(run_dir), "image": str(image_path), "variant": trained.config.variant,
-                                  "mesh_spacing_mm": spacing, "vessel_volume_ml": vessel_ml},
+                         details=details,
                          objects={"prediction": prediction, "grid": grid, "mesh": mesh})
     summary.write()
     return summary

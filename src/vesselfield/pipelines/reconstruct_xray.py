@@ -91,6 +91,7 @@ def reconstruct_xray_files(
     resume: bool = False,
     progress: bool = True,
     report: bool = True,
+    analyze: bool = True,
 ) -> RunSummary:
     """``vesselfield reconstruct xray``: read the geometry, views and ground truth, reconstruct, write.
 
@@ -126,7 +127,8 @@ def reconstruct_xray_files(
     }
     command = xray_command(geometry_path, view_paths, kind, out_dir, _config(config), device=device, gt_path=gt_path)
     return reconstruct_xray_run(geometry, views, out_dir, kind=kind, config=config, device=device, gt=gt,
-                                inputs=inputs, command=command, resume=resume, progress=progress, report=report)
+                                inputs=inputs, command=command, resume=resume, progress=progress, report=report,
+                                analyze=analyze)
 
 
 def _config(config):
@@ -153,6 +155,8 @@ def reconstruct_xray_run(
     replace: bool = False,
     progress: bool = True,
     report: bool = True,
+    analyze: bool = True,
+    analysis_config=None,
 ) -> RunSummary:
     """Reconstruct from views in memory into the run folder ``out_dir`` (module docstring).
 
@@ -166,6 +170,9 @@ def reconstruct_xray_run(
         inputs, command: what ``config.yaml`` records (the files the views came from, and the
             command that reruns the run: :func:`xray_command`).
         resume, progress, report: as :func:`reconstruct_xray_files`.
+        analyze: run the vessel analysis (:mod:`vesselfield.pipelines.analyze`) on the reconstruction's
+            SDF into ``out_dir/analysis/`` and add it to the report. analysis_config: its
+            :class:`~vesselfield.analysis.AnalysisConfig` (default: half the reconstruction's voxel).
         replace: start afresh over an earlier run in ``out_dir`` instead of refusing (the demo).
 
     ``--resume`` refuses other views or another geometry: ``config.yaml`` records digests of both.
@@ -234,6 +241,19 @@ def reconstruct_xray_run(
                            "seconds": float(result.seconds), "iterations": int(result.iterations)}
         files["metrics"] = write_json(out / "metrics.json", summary.metrics)
 
+    analysis = None
+    if analyze and mesh is not None:
+        from vesselfield.analysis import AnalysisConfig
+        from vesselfield.analysis.fields import occupancy_field
+        from vesselfield.pipelines.analyze import analysis_after_run
+
+        # The reconstruction's smooth occupancy (its 0.5 level is the mesh's surface), interpolated; the
+        # topology on half its voxel: distal coronaries are about one voxel in radius.
+        acfg = analysis_config or AnalysisConfig(spacing_mm=0.5 * float(min(grid.spacing_mm)))
+        field = occupancy_field(result.occupancy, grid, kind="sdf-car", interpolate=True)
+        analysis, a_files, a_lines, a_warnings = analysis_after_run(field, out, config=acfg)
+        files.update(a_files)
+        summary.warnings.extend(a_warnings)
     summary.details = {
         "method": config.method, "preset": config.preset, "input": kind, "iterations": int(result.iterations),
         "iterations_planned": int(config.iterations), "stopped": result.stopped,
@@ -250,6 +270,11 @@ def reconstruct_xray_run(
     summary.lines.extend(pose_lines)
     if mesh_info is not None:
         summary.lines.append(f"mesh: {format_mesh_summary(mesh_info)}")
+    if analysis is not None:
+        from vesselfield.pipelines.analyze import analysis_details
+
+        summary.lines.extend(a_lines)
+        summary.details["analysis"] = analysis_details(analysis)
     if report:
         from vesselfield.report.sdf_car import write_xray_report
 
@@ -272,6 +297,6 @@ def reconstruct_xray_run(
             out, geometry=geometry, targets=views, kind=kind, rendered=result.rendered,
             occupancy=result.occupancy, mesh=mesh, gt_occupancy=gt, metrics=summary.metrics, log_rows=result.log,
             title=f"vesselfield {config.method} reconstruction", info=info,
-            k_per_mm=config.silhouette_k_per_mm, warnings=summary.warnings)
+            k_per_mm=config.silhouette_k_per_mm, warnings=summary.warnings, analysis=analysis)
     summary.write()
     return summary

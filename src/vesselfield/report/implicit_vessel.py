@@ -487,6 +487,7 @@ def write_inr_report(
     held_out=None,
     resolution: int = 200,
     warnings: Sequence[str] = (),
+    analysis=None,
 ) -> dict[str, Path]:
     """Write the figures (``figure_*.png``, see :data:`FIGURE_FILES`) and ``report.html`` into ``out_dir``.
 
@@ -507,6 +508,8 @@ def write_inr_report(
         resolution: samples along the longest side of each slice (see :func:`sdf_slices`).
         warnings: one-line problems of the fit (e.g. "the mesh is not CFD-ready: ..."), shown
             first in the report.
+        analysis: optional :class:`~vesselfield.analysis.AnalyzedTree` of the fitted surface; adds its
+            summary, diameter profiles, tree picture and tables.
 
     Returns:
         ``{"slices", "points", "mesh", "losses", "report": Path}``, the keys of what was written.
@@ -565,5 +568,9 @@ def write_inr_report(
         page.add_figure(written["losses"], "loss curves",
                         "Loss terms against the iteration (log scale; IGR: surface |f|, eikonal (‖∇f‖ − 1)², "
                         "normal, nesting; non-positive values left out).")
+    if analysis is not None:
+        from vesselfield.report.analysis import analysis_report_sections
+
+        analysis_report_sections(page, analysis, out, heading_prefix="Vessel analysis: ", list_warnings=False)
     written["report"] = page.write(out / REPORT_NAME)
     return written

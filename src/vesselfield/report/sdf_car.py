@@ -322,6 +322,7 @@ def write_xray_report(
     info: Mapping[str, Any] | None = None,
     k_per_mm: float | None = None,
     warnings: Sequence[str] = (),
+    analysis=None,
 ) -> Path:
     """Write the figures (``figure_*.png``, see :data:`FIGURE_FILES`) and ``report.html`` into ``out_dir``.
 
@@ -345,6 +346,8 @@ def write_xray_report(
         info: optional ``{label: value}`` shown in the summary table (method, preset, times, ...).
         k_per_mm: soft-silhouette attenuation for masks (see :func:`figure_views`).
         warnings: one-line problems of the run (e.g. an empty reconstruction), shown first.
+        analysis: optional :class:`~vesselfield.analysis.AnalyzedTree` of the reconstruction; adds its
+            summary, diameter profiles, tree picture and tables.
 
     Returns:
         The path of ``out_dir/report.html``.
@@ -413,4 +416,8 @@ def write_xray_report(
     if log_rows:
         page.add_figure(figure_losses(out / FIGURE_FILES["losses"], log_rows), "loss curves",
                         "Loss terms of log.csv against the iteration (log scale; non-positive values left out).")
+    if analysis is not None:
+        from vesselfield.report.analysis import analysis_report_sections
+
+        analysis_report_sections(page, analysis, out, heading_prefix="Vessel analysis: ", list_warnings=False)
     return page.write(out / REPORT_NAME)

@@ -1,0 +1,153 @@
+"""``analyze(...)``: the Python entry point, for any kind of input held in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vesselfield.analysis.config import AnalysisConfig
+from vesselfield.analysis.fields import (WallField, function_field, occupancy_field, sdf_volume_field,
+                                         tree_field)
+from vesselfield.errors import VesselfieldError
+from vesselfield.grid import VolumeGrid
+
+MESH_SPACING_DIVISOR = 192  # a mesh / network / tree is sampled with its box's longest side / 192 by default
+
+
+def volume_kind(volume) -> str:
+    """``"mask"`` for a volume of two values (bool, or 0 and one other value), else ``"sdf"``."""
+    arr = np.asarray(volume)
+    if arr.dtype == bool:
+        return "mask"
+    values = np.unique(arr[:: max(1, arr.size // 2_000_000)] if arr.ndim == 1 else arr)
+    if len(values) <= 2 and (len(values) < 2 or values.min() == 0):
+        return "mask"
+    return "sdf"
+
+
+MASK_SMOOTHING_VOXELS = 0.5  # Gaussian sigma of the mask's SDF, in each axis's own voxels
+
+
+def mask_field(mask, grid: VolumeGrid) -> WallField:
+    """A binary mask's wall field, on any grid (anisotropic included), never resampled and thresholded.
+
+    1. The signed distance to the boundary of its voxels (``meshing.signed_distance_from_mask``) on
+       the mask's own grid: a staircase surface.
+    2. A Gaussian of sigma 0.5 voxel along each axis (in that axis's voxels) removes the staircase
+       (its period is one voxel: attenuated by exp(-2 pi^2 sigma^2) = 0.007), and one step of
+       deconvolution, ``f - sigma^2 / 2 d2f/di2`` per axis, takes back the smoothing's
+       second-order shrinkage of curved walls (sigma^2 / 2R for a tube of radius R).
+    3. The interpolating cubic B-spline of the result.
+
+    Measured on oblique tubes and a 50 % stenosis from 0.4 x 0.4 x 1.0 mm CT-like masks
+    (docs/benchmarks.md, "Vessel analysis"): radius MAE 0.050 / 0.041 mm at R 1.5 / 2.5 mm and
+    MLD error -0.12 mm, against 0.053 / 0.046 mm and -0.14 mm for step 1 alone.
+    """
+    from scipy import ndimage
+
+    from vesselfield.meshing.signed_distance import signed_distance_from_mask
+
+    grid.check_array(mask, "mask")
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise VesselfieldError("no vessel to analyse: the mask is empty")
+    if mask.all():
+        raise VesselfieldError("no vessel wall to analyse: the mask is full (every voxel is vessel)")
+    sdf = signed_distance_from_mask(np.asarray(mask, bool), grid.spacing_mm).astype(np.float64)
+    sigma = MASK_SMOOTHING_VOXELS
+    for axis in range(3):
+        smooth = ndimage.gaussian_filter1d(sdf, sigma, axis=axis, mode="nearest")
+        second = np.gradient(np.gradient(smooth, axis=axis), axis=axis)
+        sdf = smooth - 0.5 * sigma ** 2 * second
+    return sdf_volume_field(sdf.astype(np.float32), grid, kind="mask")
+
+
+def mesh_field(mesh, spacing_mm: float | None = None, *, supersample: int = 3) -> tuple[WallField, VolumeGrid]:
+    """A mesh's wall field: its partial-volume occupancy (``meshing.voxelize_mesh``) on a grid over
+    its box, as an occupancy field (0.5 level)."""
+    from vesselfield.grid import grid_over_box
+    from vesselfield.meshing.occupancy import voxelize_mesh
+
+    lo, hi = np.asarray(mesh.bounds, float)
+    h = float(spacing_mm) if spacing_mm is not None else float((hi - lo).max()) / MESH_SPACING_DIVISOR
+    grid = grid_over_box(np.stack([lo, hi]), h, margin_mm=3 * h)
+    occ = voxelize_mesh(mesh, grid, supersample=supersample)
+    return occupancy_field(occ, grid, kind="mesh"), grid
+
+
+def network_field(model, lo_mm, hi_mm, *, device: str = "cpu") -> WallField:
+    """A neural SDF (a module mapping (N, 3) world points to (N,) or (N, 1) distances) evaluated directly."""
+    import torch
+
+    def evaluate(points_mm: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(points_mm, dtype=torch.float32, device=device)
+            return model(x).reshape(-1).double().cpu().numpy()
+
+    return function_field(evaluate, lo_mm, hi_mm, kind="network", batch_points=1 << 16)
+
+
+def as_wall_field(source, grid: VolumeGrid | None = None, *, kind: str | None = None,
+                  spacing_mm: float | None = None, bounds_mm=None) -> tuple[WallField, tuple | None]:
+    """The :class:`~vesselfield.analysis.fields.WallField` of ``source`` and, for an isotropic SDF
+    volume, its own values as the topology grid.
+
+    ``source`` is a volume (with ``grid``; ``kind`` ``"sdf"`` or ``"mask"``, detected when None), a
+    trimesh mesh, a :class:`~vesselfield.tree.VesselTree`, a :class:`WallField`, or a callable /
+    torch module of (N, 3) world points (with ``bounds_mm`` = (lo, hi)).
+    """
+    from vesselfield.tree import VesselTree
+
+    if isinstance(source, WallField):
+        return source, None
+    if isinstance(source, VesselTree):
+        return tree_field(source), None
+    if hasattr(source, "vertices") and hasattr(source, "faces"):
+        field, _ = mesh_field(source, spacing_mm)
+        return field, None
+    if isinstance(source, np.ndarray) or (hasattr(source, "shape") and grid is not None):
+        if grid is None:
+            raise VesselfieldError("a volume needs its grid (VolumeGrid) to be analysed")
+        arr = np.asarray(source)
+        kind = kind or volume_kind(arr)
+        if kind == "mask":
+            return mask_field(arr != 0, grid), None
+        if kind != "sdf":
+            raise VesselfieldError(f"volume kind must be sdf or mask, got {kind!r}")
+        if not np.isfinite(arr).all():
+            raise VesselfieldError("the SDF volume has NaN or infinite values")
+        field = sdf_volume_field(arr, grid)
+        iso = np.allclose(grid.spacing_mm, grid.spacing_mm[0], rtol=1e-6)
+        return field, ((arr.astype(np.float32), grid) if iso else None)
+    if callable(source):
+        if bounds_mm is None:
+            raise VesselfieldError("a function or network needs bounds_mm=(lo, hi) to be analysed")
+        lo, hi = (np.asarray(b, float) for b in bounds_mm)
+        if hasattr(source, "parameters"):
+            return network_field(source, lo, hi), None
+        return function_field(source, lo, hi, kind=kind or "function"), None
+    raise VesselfieldError(f"cannot analyse a {type(source).__name__}: give a volume and its grid, a mesh, a "
+                           "VesselTree or a function of points")
+
+
+def analyze(source, grid: VolumeGrid | None = None, *, config: AnalysisConfig | None = None, root_mm=None,
+            kind: str | None = None, bounds_mm=None):
+    """Centrelines, radii, branch graph, bifurcations and lesions of a vessel field, volume or mesh.
+
+    Args:
+        source: an SDF volume (mm, negative inside) or a binary mask (with ``grid``), a trimesh
+            mesh, a :class:`~vesselfield.tree.VesselTree`, a torch module / function of (N, 3)
+            LPS mm points (with ``bounds_mm``), or a :class:`WallField`.
+        grid: the volume's :class:`~vesselfield.grid.VolumeGrid`.
+        config: :class:`AnalysisConfig`.
+        root_mm: (3,) LPS mm point inside the vessel to root its tree at.
+        kind: ``"sdf"`` or ``"mask"`` for a volume (detected when None: two values -> mask).
+
+    Returns:
+        :class:`~vesselfield.analysis.result.AnalyzedTree` (a :class:`~vesselfield.tree.VesselTree`).
+    """
+    from vesselfield.analysis.core import analyze_field
+
+    cfg = config if config is not None else AnalysisConfig()
+    field, topology = as_wall_field(source, grid, kind=kind, spacing_mm=cfg.spacing_mm, bounds_mm=bounds_mm)
+    field.batch_points = min(field.batch_points, cfg.batch_points)
+    return analyze_field(field, cfg, root_mm=root_mm, topology=topology)
