@@ -411,3 +411,102 @@ def test_root_option_reroots_the_tree():
     # Rooted at a child's tip, the junction has the child as parent: still one bifurcation, 3 segments.
     assert len(rooted.bifurcations) == 1 and len(rooted.segments) == 3
     assert (rooted.parent == -1).sum() == 1
+
+
+# --------------------------------------------------------------------- command line and runs
+def test_cli_analyze_sdf_file_run_folder_and_bad_inputs(tmp_path, capsys):
+    import json
+
+    from conftest import expect_user_error
+
+    from vesselfield.analysis.export import read_csv_table
+    from vesselfield.cli import main
+    from vesselfield.io import save_volume
+
+    fn, lo, hi, _ = stenosis_case(2.0, 0.5, 6.0)
+    grid = box_grid(lo, hi, 0.3)
+    save_volume(tmp_path / "sdf.nii.gz", sample(fn, grid), grid)
+    out = tmp_path / "an"
+    assert main(["analyze", str(tmp_path / "sdf.nii.gz"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "analysed SDF sdf.nii.gz" in printed and "50 % DS" in printed
+    for name in ("tree.swc", "centerlines.vtp", "graph.json", "graph.graphml", "segments.csv", "bifurcations.csv",
+                 "stenoses.csv", "report.html", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = read_csv_table(out / "stenoses.csv")
+    assert len(rows) == 1 and abs(float(rows[0]["percent_diameter_stenosis"]) - 50.0) <= 2.0
+    assert (out / "tree.swc").read_text().startswith("# SWC written by vesselfield") and "mm" in \
+        (out / "tree.swc").read_text().splitlines()[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_kind"] == "sdf" and summary["analysis"]["lesions"] == 1
+    assert "http://" not in (out / "report.html").read_text()
+
+    # A run folder (here with only its SDF) is read through its sdf.nii.gz.
+    run = tmp_path / "run"
+    run.mkdir()
+    save_volume(run / "sdf.nii.gz", sample(fn, grid), grid)
+    assert main(["analyze", str(run), "--out", str(tmp_path / "an_run")]) == 0
+    assert "run folder" in capsys.readouterr().out
+
+    # Bad inputs: one line, exit 2, nothing written.
+    save_volume(tmp_path / "empty.nii.gz", np.zeros(grid.shape, np.uint8), grid)
+    expect_user_error(capsys, ["analyze", tmp_path / "empty.nii.gz", "--out", tmp_path / "e1"], "empty",
+                      out_dir=tmp_path / "e1")
+    save_volume(tmp_path / "positive.nii.gz", np.ones(grid.shape, np.float32) + 0.5, grid)
+    expect_user_error(capsys, ["analyze", tmp_path / "positive.nii.gz", "--out", tmp_path / "e2"], "no zero level",
+                      out_dir=tmp_path / "e2")
+    expect_user_error(capsys, ["analyze", tmp_path / "sdf.nii.gz", "--out", tmp_path / "e3", "--root", "0", "9", "9"],
+                      "outside every vessel", out_dir=tmp_path / "e3")
+    expect_user_error(capsys, ["analyze", tmp_path / "sdf.nii.gz", "--out", tmp_path / "e4", "--set",
+                               "max_memory_gb=0.0001"], "--spacing", out_dir=tmp_path / "e4")
+    expect_user_error(capsys, ["analyze", tmp_path / "nothing.nii.gz", "--out", tmp_path / "e5"], "not found",
+                      out_dir=tmp_path / "e5")
+
+
+def test_open_mesh_is_analysed_with_a_warning(tmp_path):
+    from vesselfield.io import save_mesh
+    from vesselfield.meshing import mesh_from_volume
+    from vesselfield.pipelines.analyze import analyze_files
+
+    fn, lo, hi = tube_case(1.5, 16.0)
+    grid = box_grid(lo, hi, 0.3)
+    mesh = mesh_from_volume(sample(fn, grid), grid, 0.0)
+    keep = np.ones(len(mesh.faces), bool)
+    keep[:20] = False  # a small hole
+    mesh.update_faces(keep)
+    save_mesh(tmp_path / "open.stl", mesh)
+    summary = analyze_files(tmp_path / "open.stl", tmp_path / "out")
+    assert any("not watertight" in w for w in summary.warnings)
+    assert len(summary.objects["tree"].segments) == 1
+
+
+def test_fit_runs_the_analysis_unless_told_not_to(tmp_path):
+    from vesselfield.io import save_points
+    from vesselfield.methods.implicit_vessel import inr_config
+    from vesselfield.pipelines.fit import fit_points_files
+
+    # 600 points on a capsule of radius 3 mm; a tiny network, 300 steps: enough for a tube.
+    rng = np.random.default_rng(0)
+    a, b, radius = np.array([-12.0, 0, 0]), np.array([12.0, 0, 0]), 3.0
+    t = rng.uniform(0, 1, 600)
+    phi = rng.uniform(0, 2 * np.pi, 600)
+    pts = a + t[:, None] * (b - a) + radius * np.stack([np.zeros(600), np.cos(phi), np.sin(phi)], 1)
+    save_points(tmp_path / "tube.xyz", pts)
+    tiny = dict(encoding="none", hidden_dim=32, n_layers=3, skip_layer=-1, n_domain_samples=256)
+    run = fit_points_files(tmp_path / "tube.xyz", tmp_path / "fit", config=inr_config(iterations=300, **tiny),
+                           device="cpu", progress=False, report=True)
+    tree = run.details["analysis"]
+    assert tree["segments"] == 1 and (tmp_path / "fit" / "analysis" / "tree.swc").is_file()
+    assert "Vessel analysis: Summary" in (tmp_path / "fit" / "report.html").read_text()
+    seg = read_segments(tmp_path / "fit" / "analysis" / "segments.csv")[0]
+    # The fitted tube's radius (a network of 300 steps): measured 2.93 mm; within 0.3 mm of 3.
+    assert abs(float(seg["mean_radius_mm"]) - radius) <= 0.3
+    run2 = fit_points_files(tmp_path / "tube.xyz", tmp_path / "fit2", config=inr_config(iterations=300, **tiny),
+                            device="cpu", progress=False, report=False, analyze=False)
+    assert "analysis" not in run2.details and not (tmp_path / "fit2" / "analysis").exists()
+
+
+def read_segments(path):
+    from vesselfield.analysis.export import read_csv_table
+
+    return read_csv_table(path)

@@ -121,7 +121,11 @@ def test_fit_points_without_normals_and_default_spacing(tmp_path):
     truth = np.linalg.norm(grid.voxel_centers_mm(np.float64) - SPHERE_CENTER, axis=-1) < SPHERE_RADIUS
     assert dice(sdf < 0, truth) > 0.97  # measured 0.990
     assert not run.details["normals"] and run.details["mesh"]["watertight"]
-    assert run.files["summary"] == tmp_path / "fit" / "summary.json" and run.warnings == []
+    # A sphere has no centreline: the vessel analysis that runs after every fit says so and is skipped.
+    assert run.files["summary"] == tmp_path / "fit" / "summary.json"
+    assert run.warnings == ["vessel analysis skipped: no centreline found: the network's skeleton is 1 isolated "
+                            "point(s), a blob rather than a vessel"]
+    assert not (tmp_path / "fit" / "analysis").exists()
     # Bare points: the visibility sign prior ran; summary.json says how much it labelled and that
     # the mesh is one piece.
     saved = json.loads((tmp_path / "fit" / "summary.json").read_text())

@@ -260,10 +260,19 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
     origin_c = np.asarray(grid.origin_mm) + (lo_idx - 1) * h
     t1 = time.perf_counter()
     graph, isolated = skeleton_graph(mask_c, depth_c, h)
+    def crosses_wall(path_vox: np.ndarray) -> bool:
+        # The midpoints of the path's steps on the continuous field: outside means the 26-connected
+        # step jumped a gap between two vessels narrower than a voxel.
+        mid = origin_c + 0.5 * (path_vox[1:] + path_vox[:-1]) * h
+        return bool(len(mid)) and bool((field(mid) > 0).any())
+
     counts = simplify_graph(graph, h, prune_factor=cfg.prune_factor, min_branch_mm=cfg.min_branch_mm,
-                            small_loop_factor=cfg.small_loop_factor, mask=mask_c)
+                            small_loop_factor=cfg.small_loop_factor, mask=mask_c, crosses_wall=crosses_wall)
     timings["topology_s"] = time.perf_counter() - t1
     if not graph.edges:
+        if isolated:
+            raise VesselfieldError(f"no centreline found: the {field.kind}'s skeleton is {isolated} isolated point(s), "
+                                   "a blob rather than a vessel")
         raise VesselfieldError(f"no centreline found: the vessels of this {field.kind} are thinner than the "
                                f"{h:.3g} mm analysis grid can resolve (pass a smaller --spacing)")
 
@@ -291,8 +300,9 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
             if deg[end] == 1:
                 s = arc_length(ar["points_mm"])
                 dist = s if idx == 0 else s[-1] - s
-                r_end = np.nanmedian(np.r_[ar["radius_area_mm"][dist < 4 * max(np.nanmax(ar["depth_mm"]), h)], np.nan])
-                r_end = r_end if np.isfinite(r_end) else graph.node_depth[end]
+                near = ar["radius_area_mm"][dist < 4 * max(np.nanmax(ar["depth_mm"]), h)]
+                near = near[np.isfinite(near)]
+                r_end = float(np.median(near)) if len(near) else graph.node_depth[end]
                 ar["in_end_zone"] |= dist < r_end
     node_ids = sorted(graph.node_pos)
     comp = _components(node_ids, {e: (ed.a, ed.b) for e, ed in edges.items()})
@@ -354,10 +364,9 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
             deg[new_root] = 2
             comp[new_root] = comp[ed.a]
             del edges[e]
-            e1, e2 = max(edges, default=-1) + 1, max(edges, default=-1) + 2
-            e2 = max(e2, e + 1) if e2 in edges else e2
+            e1 = max([e, *edges]) + 1
             edges[e1] = _Edge(ed.a, new_root, first)
-            edges[e2 if e2 != e1 else e1 + 1] = _Edge(new_root, ed.b, second)
+            edges[e1 + 1] = _Edge(new_root, ed.b, second)
             node_ids.append(new_root)
         root_of[comp[new_root]] = new_root
 
@@ -490,7 +499,9 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
                 paths.append(trail)
             for kk in reversed(nxt):
                 stack.append((kk, trail + [kk]))
-    profiles, lesions, seen = [], [], set()
+    # The smallest radius the data resolves: one topology voxel, and half the input's coarsest voxel.
+    limit = max(h, 0.5 * (field.coarsest_mm or 0.0))
+    profiles, lesions, seen, unresolved = [], [], set(), 0
     # A narrowing shorter than the data's coarsest voxel is not resolved by the data (a mask's staircase).
     min_lesion = max(cfg.min_lesion_mm, field.coarsest_mm or 0.0)
     for pi, trail in enumerate(paths):
@@ -521,6 +532,9 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
             finite = np.isfinite(ref)
             span.reference_mm = float(np.interp(span.s_mld_mm, s_mm[finite], ref[finite]))
             ref_graded = span.reference_mm if cfg.reference_method == "interpolated" else span.reference_mean_local_mm
+            if not ref_graded >= 2 * limit:  # a vessel at the data's limit is not graded
+                unresolved += 1
+                continue
             ratio = span.mld_mm / ref_graded if ref_graded > 0 else float("nan")
             ml = span.mld_mm / span.reference_mean_local_mm if span.reference_mean_local_mm > 0 else float("nan")
             point = np.array([np.interp(span.s_mld_mm, s_mm, pts[:, k]) for k in range(3)])
@@ -580,8 +594,9 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
         warnings.append(f"{len(loops)} closed loop(s) kept in graph.json; tree.swc cannot hold a loop and cuts each "
                         "at the middle of one of its segments")
     finite_r = [s.min_radius_mm for s in segments if np.isfinite(s.min_radius_mm)]
-    # The smallest radius the data resolves: one topology voxel, and half the input's coarsest voxel.
-    limit = max(h, 0.5 * (field.coarsest_mm or 0.0))
+    if unresolved:
+        warnings.append(f"{unresolved} narrowing(s) on vessels thinner than the data resolves (reference radius "
+                        f"below {limit:.3g} mm) were not graded")
     if finite_r and min(finite_r) < limit:
         warnings.append(f"vessels as thin as {min(finite_r):.2f} mm radius are at the data's limit: the smallest "
                         f"radius this input measures is about {limit:.3g} mm (a finer input, or a smaller --spacing)")
@@ -589,7 +604,7 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
     open_share = 1 - sum(int(s.valid.sum()) for s in segments) / max(total_samples, 1)
     timings["total_s"] = time.perf_counter() - t0
     details = {"spacing_mm": h, "topology_shape": list(mask_c.shape), "spurs_pruned": counts["spurs"],
-               "small_loops_broken": counts["small_loops"], "isolated_skeleton_voxels": isolated,
+               "small_loops_broken": counts["small_loops"], "bridges_cut": counts["bridges"], "isolated_skeleton_voxels": isolated,
                "samples": total_samples, "open_sections": float(open_share), **timings}
     return AnalyzedTree(
         points_mm=np.asarray(swc_pts), radius_mm=np.asarray(swc_r), parent=np.asarray(swc_parent),

@@ -45,7 +45,8 @@ class Sections:
 
 def normal_basis(tangents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two unit vectors (N, 3) orthogonal to each unit tangent and to each other."""
-    t = tangents / np.linalg.norm(tangents, axis=1, keepdims=True)
+    norm = np.linalg.norm(tangents, axis=1, keepdims=True)
+    t = np.where(norm > 1e-12, tangents / np.maximum(norm, 1e-12), np.array([[0.0, 0.0, 1.0]]))
     helper = np.where(np.abs(t[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
     u = helper - (helper * t).sum(1, keepdims=True) * t
     u /= np.linalg.norm(u, axis=1, keepdims=True)

@@ -207,19 +207,30 @@ def _no_hole(paths: list, mask: np.ndarray | None) -> bool:
 
 
 def simplify_graph(graph: SkeletonGraph, spacing_mm: float, *, prune_factor: float, min_branch_mm: float,
-                   small_loop_factor: float, mask: np.ndarray | None = None) -> dict:
+                   small_loop_factor: float, mask: np.ndarray | None = None, crosses_wall=None) -> dict:
     """Prune spurs, break small loops and merge degree-2 nodes, in place, until nothing changes.
 
     A terminal edge (one end of degree 1, the other of degree >= 3) is a spur when its length is
     below ``max(min_branch_mm, prune_factor x junction depth)``. A cycle (self-loop, parallel
     edges, or a cycle of the minimum cycle basis) shorter than ``small_loop_factor x`` its largest
-    depth is broken by removing its thinnest edge.
+    depth, or enclosing no background of ``mask`` (:func:`_no_hole`), is broken by removing its
+    thinnest edge. ``crosses_wall(path) -> bool`` (a voxel path) tells an edge that leaves the
+    continuous vessel between two voxels: a cycle holding one is a bridge of 26-connectivity across
+    a gap narrower than a voxel (two vessels nearly touching), and that edge is removed instead.
 
-    Returns counts: ``spurs`` and ``small_loops`` removed.
+    Returns counts: ``spurs``, ``small_loops`` and ``bridges`` removed.
     """
     import networkx as nx
 
-    counts = {"spurs": 0, "small_loops": 0}
+    counts = {"spurs": 0, "small_loops": 0, "bridges": 0}
+
+    def bridge_of(edges) -> int | None:
+        if crosses_wall is None:
+            return None
+        for e in edges:
+            if crosses_wall(graph.edges[e][2]):
+                return e
+        return None
     _merge_degree_two(graph)
     for _ in range(1000):
         changed = False
@@ -250,9 +261,11 @@ def simplify_graph(graph: SkeletonGraph, spacing_mm: float, *, prune_factor: flo
         for e, (a, b, path) in list(graph.edges.items()):
             if a == b and e in graph.edges:
                 depth = max(float(graph.edge_depth[e].max()), graph.node_depth[a])
-                if graph.edge_length(e, spacing_mm) < small_loop_factor * depth or _no_hole([path], mask):
+                bridge = bridge_of([e])
+                if bridge is not None or graph.edge_length(e, spacing_mm) < small_loop_factor * depth \
+                        or _no_hole([path], mask):
                     del graph.edges[e], graph.edge_depth[e]
-                    counts["small_loops"] += 1
+                    counts["bridges" if bridge is not None else "small_loops"] += 1
                     changed = True
         simple = nx.Graph()
         best = {}
@@ -265,11 +278,13 @@ def simplify_graph(graph: SkeletonGraph, spacing_mm: float, *, prune_factor: flo
                 other = best[key]
                 loop_len = length + graph.edge_length(other, spacing_mm)
                 depth = max(float(graph.edge_depth[e].max()), float(graph.edge_depth[other].max()))
-                if loop_len < small_loop_factor * depth or _no_hole([graph.edges[e][2], graph.edges[other][2]],
-                                                                     mask):
-                    thin = min((e, other), key=lambda k: float(np.median(graph.edge_depth[k])))
+                bridge = bridge_of([e, other])
+                if bridge is not None or loop_len < small_loop_factor * depth or \
+                        _no_hole([graph.edges[e][2], graph.edges[other][2]], mask):
+                    thin = bridge if bridge is not None else \
+                        min((e, other), key=lambda k: float(np.median(graph.edge_depth[k])))
                     del graph.edges[thin], graph.edge_depth[thin]
-                    counts["small_loops"] += 1
+                    counts["bridges" if bridge is not None else "small_loops"] += 1
                     changed = True
                     best[key] = other if thin == e else e
                 continue
@@ -285,10 +300,13 @@ def simplify_graph(graph: SkeletonGraph, spacing_mm: float, *, prune_factor: flo
                     continue
                 total = sum(graph.edge_length(e, spacing_mm) for e in edges)
                 depth = max(float(graph.edge_depth[e].max()) for e in edges)
-                if total < small_loop_factor * depth or _no_hole([graph.edges[e][2] for e in edges], mask):
-                    thin = min(edges, key=lambda k: float(np.median(graph.edge_depth[k])))
+                bridge = bridge_of(edges)
+                if bridge is not None or total < small_loop_factor * depth or \
+                        _no_hole([graph.edges[e][2] for e in edges], mask):
+                    thin = bridge if bridge is not None else \
+                        min(edges, key=lambda k: float(np.median(graph.edge_depth[k])))
                     del graph.edges[thin], graph.edge_depth[thin]
-                    counts["small_loops"] += 1
+                    counts["bridges" if bridge is not None else "small_loops"] += 1
                     changed = True
                     break
         _drop_isolated_nodes(graph)

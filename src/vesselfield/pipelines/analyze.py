@@ -35,19 +35,20 @@ def _network_field(model_path: Path):
 
 
 def read_analysis_input(path, *, kind: str | None = None, spacing_mm=None, origin_mm=None, geometry_path=None,
-                        mesh_spacing_mm: float | None = None):
+                        mesh_spacing_mm: float | None = None, max_memory_gb: float = 4.0):
     """``(field, topology, described, warnings)`` of an input file or run folder.
 
     Kinds: a run folder (its ``model.pt`` network, else its ``sdf.nii.gz``, else its ``mesh.stl``),
     an SWC tree, a mesh (STL / PLY / OBJ / VTP), a volume (NIfTI / MHA / NRRD / NPY): a float volume
     is an SDF (mm, negative inside), a volume of two values a mask (``kind`` overrides).
     """
-    from vesselfield.analysis.api import as_wall_field, mask_field, mesh_field, volume_kind
+    from vesselfield.analysis.api import as_wall_field, mesh_field, volume_kind
     from vesselfield.io.meshes import MESH_SUFFIXES
     from vesselfield.io.volumes import VOLUME_SUFFIXES
     from vesselfield.pipelines.common import read_volume
 
     path = Path(path)
+    spacing_mm_analysis = mesh_spacing_mm  # the analysis grid's spacing (--spacing), for the memory check
     warnings = []
     if not path.exists():
         raise VesselfieldError(f"input not found: {path}")
@@ -62,7 +63,9 @@ def read_analysis_input(path, *, kind: str | None = None, spacing_mm=None, origi
             if field is not None:
                 return field, None, f"run folder {path} (its network model.pt, evaluated directly)", warnings
         if (path / "sdf.nii.gz").is_file():
-            field, topo, described, w = read_analysis_input(path / "sdf.nii.gz", kind="sdf")
+            field, topo, described, w = read_analysis_input(path / "sdf.nii.gz", kind="sdf",
+                                                            mesh_spacing_mm=mesh_spacing_mm,
+                                                            max_memory_gb=max_memory_gb)
             return field, topo, f"run folder {path} (its SDF, sdf.nii.gz)", w
         if (path / "mesh.stl").is_file():
             field, topo, described, w = read_analysis_input(path / "mesh.stl", mesh_spacing_mm=mesh_spacing_mm)
@@ -92,13 +95,16 @@ def read_analysis_input(path, *, kind: str | None = None, spacing_mm=None, origi
         if detected == "mask":
             if np.count_nonzero(volume) == 0:
                 raise VesselfieldError(f"mask {path.name} is empty: no vessel voxel to analyse")
-            return mask_field(volume != 0, grid), None, f"mask {path.name} (two values; {grid.shape}, {sp} mm)", warnings
+            field, _ = as_wall_field(volume != 0, grid, kind="mask", spacing_mm=spacing_mm_analysis,
+                                     max_memory_gb=max_memory_gb)
+            return field, None, f"mask {path.name} (two values; {grid.shape}, {sp} mm)", warnings
         if detected != "sdf":
             raise VesselfieldError(f"--kind must be sdf or mask, got {detected!r}")
         if not (volume < 0).any() or not (volume > 0).any():
             raise VesselfieldError(f"SDF {path.name} has no zero level (its values are all "
                                    f"{'positive' if not (volume < 0).any() else 'negative'}): nothing to analyse")
-        field, topo = as_wall_field(volume.astype(np.float32), grid, kind="sdf")
+        field, topo = as_wall_field(volume.astype(np.float32), grid, kind="sdf", spacing_mm=spacing_mm_analysis,
+                                    max_memory_gb=max_memory_gb)
         return field, topo, f"SDF {path.name} (float values, mm, negative inside; {grid.shape}, {sp} mm)", warnings
     raise VesselfieldError(f"cannot analyse {path.name}: give a volume ({', '.join(VOLUME_SUFFIXES)}), a mesh "
                            f"({', '.join(MESH_SUFFIXES)}), an SWC tree or a run folder")
@@ -165,7 +171,7 @@ def analyze_files(input_path, out_dir, *, config=None, root_mm=None, kind: str |
     out = check_out_dir(out_dir)
     field, topology, described, warnings = read_analysis_input(
         input_path, kind=kind, spacing_mm=spacing_mm, origin_mm=origin_mm, geometry_path=geometry_path,
-        mesh_spacing_mm=config.spacing_mm)
+        mesh_spacing_mm=config.spacing_mm, max_memory_gb=config.max_memory_gb)
     tree, files = run_analysis(field, out, config, topology=topology, root_mm=root_mm, warnings=warnings)
     summary = RunSummary(verb="analyze", out_dir=out, files=files, warnings=list(tree.warnings),
                          lines=analysis_lines(tree, described),

@@ -253,6 +253,7 @@ def _fit_one_surface(verb: str, points, normals, out: Path, *, config, spacing_m
         summary.lines.extend(a_lines)
         if analysis is not None:
             summary.details["analysis"] = analysis_details(analysis)
+            summary.objects["analysis"] = analysis
     if report:
         files.update(_write_report(out, model=model, points=points, log=result.log, mesh=mesh,
                                    warnings=summary.warnings, analysis=analysis))

@@ -163,6 +163,7 @@ def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | N
             details["analysis"] = analysis_details(analysis)
     summary = RunSummary(PREDICT_VERB, out, files=files, warnings=warnings, lines=lines,
                          details=details,
-                         objects={"prediction": prediction, "grid": grid, "mesh": mesh})
+                         objects={"prediction": prediction, "grid": grid, "mesh": mesh,
+                                  "analysis": analysis if analyze and mesh is not None else None})
     summary.write()
     return summary

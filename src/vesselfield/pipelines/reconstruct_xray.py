@@ -107,7 +107,8 @@ def reconstruct_xray_files(
         progress: show a progress bar. report: write the figures and ``report.html``.
 
     Returns:
-        The :class:`RunSummary`; ``objects["result"]`` is the :class:`~vesselfield.methods.sdf_car.XrayResult`.
+        The :class:`RunSummary`; ``objects["result"]`` is the :class:`~vesselfield.methods.sdf_car.XrayResult`,
+        ``objects["analysis"]`` the :class:`~vesselfield.analysis.AnalyzedTree` (when analysed).
     """
     from vesselfield.geometry import load_geometry
 
@@ -275,6 +276,7 @@ def reconstruct_xray_run(
 
         summary.lines.extend(a_lines)
         summary.details["analysis"] = analysis_details(analysis)
+        summary.objects["analysis"] = analysis
     if report:
         from vesselfield.report.sdf_car import write_xray_report
 
