@@ -157,7 +157,9 @@ def test_helix_length_curvature_and_centring():
     from scipy.spatial import cKDTree
 
     a, b, radius, turns = 6.0, 2.0, 1.0, 1.5
-    t = np.linspace(0.0, 2 * np.pi * turns, 20000)  # 0.003 mm apart: distance error < 1e-6 mm
+    # Vertices 0.012 mm apart: the distance to the nearest vertex exceeds the distance to the curve
+    # by at most (0.006 mm)^2 / (2 x 1 mm) = 2e-5 mm near the wall.
+    t = np.linspace(0.0, 2 * np.pi * turns, 5000)
     curve = np.stack([a * np.cos(t), a * np.sin(t), b * t], axis=1)
     kd = cKDTree(curve)
     fn = lambda p: kd.query(p)[0] - radius  # noqa: E731  exact SDF of the helical tube (away from its caps)
@@ -281,8 +283,8 @@ def bifurcation_case(angle1_deg, angle2_deg, parent_r=2.0, length=15.0):
     return fn, pts.min(0) - parent_r - 1, pts.max(0) + parent_r + 1, child_r
 
 
-@pytest.mark.parametrize("angles,kind", [((35.0, 50.0), "sdf"), ((90.0, 90.0), "sdf"), ((35.0, 50.0), "mask"),
-                                         ((35.0, 50.0), "mesh")])
+@pytest.mark.parametrize("angles,kind", [((35.0, 50.0), "sdf"), ((90.0, 90.0), "sdf"), ((20.0, 30.0), "sdf"),
+                                         ((35.0, 50.0), "mask"), ((90.0, 90.0), "mask"), ((35.0, 50.0), "mesh")])
 def test_y_and_t_bifurcations(angles, kind):
     fn, lo, hi, child_r = bifurcation_case(*angles)
     if kind == "sdf":
@@ -300,13 +302,12 @@ def test_y_and_t_bifurcations(angles, kind):
     assert len(tree.bifurcations) == 1 and len(tree.segments) == 3 and tree.loops == []
     bif = tree.bifurcations[0]
     assert tree.segments[bif.parent_segment].parent_id == -1
-    # Measured (SDF 0.25 mm): between children 85.4 (true 85), to the parent 35.3 / 50.1, Murray
-    # exponent 3.00, radii 2.0001 / 1.5875; T (90 / 90): within 0.5 deg.
-    # The 2 deg for the exact SDF and the mesh; the 0.4 x 0.4 x 1.0 mm mask measured 3.4 deg
-    # between the children (its 1 mm slices), asserted with 4 deg.
-    tol_deg = 2.0 if kind != "mask" else 4.0
-    assert abs(bif.angle_between_children_deg - sum(angles)) <= tol_deg
-    assert sorted(bif.angles_to_parent_deg) == pytest.approx(sorted(angles), abs=tol_deg)
+    # Measured, error of the angle between the children and of the angles to the parent (deg):
+    # SDF 0.25 mm: 35/50 0.02 and 0.03; T 0.09 and 0.05; 20/30 0.00 and 0.06 (directions from where
+    # the children's tubes separate). Mask 0.4 x 0.4 x 1.0 mm: 35/50 0.57 and 0.45; T 1.59 and 1.53.
+    # The 2 deg is asserted. (A 20/30 Y from the mask: 0.85 and 3.1, docs/benchmarks.md.)
+    assert abs(bif.angle_between_children_deg - sum(angles)) <= 2.0
+    assert sorted(bif.angles_to_parent_deg) == pytest.approx(sorted(angles), abs=2.0)
     tol_r = 0.03 if kind != "mask" else 0.08
     assert abs(bif.parent_radius_mm - 2.0) <= tol_r
     assert np.allclose(bif.child_radii_mm, child_r, atol=tol_r)

@@ -1,7 +1,7 @@
 """Every setting of the vessel analysis (:func:`vesselfield.analysis.analyze`), every default.
 
-The numbers marked "(measured)" were chosen on the exact phantoms of tests/test_analysis.py and
-docs/benchmarks.md ("Vessel analysis"); the reason is given under each field.
+Defaults were chosen on the exact phantoms of tests/test_analysis.py and docs/benchmarks.md
+("Vessel analysis"); the reason is given under each field.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ class AnalysisConfig:
     below (--min-branch-mm)."""
     prune_factor: float = 1.5
     """A terminal branch is a spur and pruned when its length from the junction is below prune_factor x the
-    inscribed radius at the junction (a surface bump's skeleton reaches about one radius; measured: 1.5 removes
-    every spur of the clean phantoms and keeps side branches one radius long)."""
+    inscribed radius at the junction (a surface bump's skeleton reaches about one radius; with 1.5 the phantoms
+    of tests/test_analysis.py and docs/benchmarks.md show no spur, and a real side branch must reach at least
+    half a radius beyond its parent's wall to be kept)."""
     small_loop_factor: float = 6.0
     """Loops whose length is below small_loop_factor x the largest inscribed radius on them are thinning
     artefacts and broken (a hole through a vessel's own wall is shorter than its circumference, 2 pi r)."""

@@ -11,7 +11,7 @@ one folder (see :data:`ANALYSIS_FILES`):
 - ``centerlines.vtp``: one polyline cell per segment (its samples, so a bifurcation point appears
   once per segment that touches it), point arrays ``radius_area_mm``, ``radius_inscribed_mm``,
   ``diameter_min_mm``, ``diameter_max_mm``, ``curvature_per_mm`` (Float64), ``segment_id`` (Int64),
-  ``in_bifurcation`` and ``valid`` (UInt8, 0/1), cell array ``segment_id``. VTK XML has no place
+  ``in_bifurcation``, ``in_end_zone`` and ``valid`` (UInt8, 0/1), cell array ``segment_id``. VTK XML has no place
   for a comment that readers keep and :func:`vesselfield.io.vtp.write_vtp` writes no FieldData:
   the points are LPS mm (as everywhere in vesselfield) and the array names carry their units;
 - ``graph.json``: units, frame, input kind, grid spacing, nodes, segments, bifurcations, lesions,
@@ -131,9 +131,9 @@ def _check_tree(tree) -> AnalyzedTree:
 
 
 def _out_folder(out_dir) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise VesselfieldError(f"output folder {out} exists and is not a folder")
+    from vesselfield.io.run_folder import check_out_dir
+
+    out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -148,7 +148,7 @@ def swc_text(tree: AnalyzedTree) -> str:
     ]
     for k, loop in enumerate(tree.loops):
         lines.append(f"# loop {k}: segments {', '.join(str(int(s)) for s in loop)} close a loop; the SWC cannot "
-                     f"hold it and cuts it at the middle of its thinnest segment")
+                     f"hold it and cuts it at the middle of segment {int(loop[-1])}")
     for i in range(len(tree)):
         p = int(tree.parent[i])
         x, y, z = (repr(float(v)) for v in tree.points_mm[i])
@@ -174,6 +174,7 @@ def centerline_polydata(tree: AnalyzedTree) -> PolyData:
     point_data["segment_id"] = np.repeat(np.arange(len(segs), dtype=np.int64), counts)
     point_data["in_bifurcation"] = cat("in_bifurcation", bool).astype(np.uint8)
     point_data["valid"] = cat("valid", bool).astype(np.uint8)
+    point_data["in_end_zone"] = cat("in_end_zone", bool).astype(np.uint8)
     return PolyData(points=np.concatenate([np.asarray(s.points_mm, np.float64) for s in segs]), lines=lines,
                     point_data=point_data, cell_data={"segment_id": np.arange(len(segs), dtype=np.int64)})
 

@@ -221,8 +221,8 @@ class AnalyzedTree(VesselTree):
         bifurcations: :class:`Bifurcation` list.
         lesions: :class:`Lesion` list (empty when there is none).
         paths: root-to-leaf paths, each a :class:`DiameterProfile`.
-        loops: closed loops kept in the graph, each a list of segment ids; the SWC cannot hold a
-            loop, so each one is cut at the middle of its thinnest segment there.
+        loops: closed loops kept in the graph, each a list of segment ids, the one closing it last;
+            the SWC cannot hold a loop, so each is cut at the middle of that closing segment.
         input_kind: what was analysed (``"sdf"``, ``"mask"``, ``"mesh"``, ``"network"``, ``"swc"``).
         spacing_mm: the isotropic spacing of the topology grid, mm.
         warnings: one-line problems the user should know about.
