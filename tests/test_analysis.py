@@ -153,28 +153,42 @@ def test_oblique_tube_from_mesh_and_from_a_torch_module():
 
 
 # -------------------------------------------------------------------------------------- helix
-def test_helix_length_curvature_and_centring():
+@pytest.mark.parametrize("kind", ["sdf", "mask", "mesh"])
+def test_helix_length_curvature_and_centring(kind):
     from scipy.spatial import cKDTree
 
-    a, b, radius, turns = 6.0, 2.0, 1.0, 1.5
+    from vesselfield.meshing import mesh_from_volume
+
+    a, b, radius, turns = 6.0, 2.0, 1.5, 1.5
     # Vertices 0.012 mm apart: the distance to the nearest vertex exceeds the distance to the curve
     # by at most (0.006 mm)^2 / (2 x 1 mm) = 2e-5 mm near the wall.
     t = np.linspace(0.0, 2 * np.pi * turns, 5000)
     curve = np.stack([a * np.cos(t), a * np.sin(t), b * t], axis=1)
     kd = cKDTree(curve)
     fn = lambda p: kd.query(p)[0] - radius  # noqa: E731  exact SDF of the helical tube (away from its caps)
-    grid = box_grid(curve.min(0) - radius - 1, curve.max(0) + radius + 1, 0.25)
-    tree = analyze(sample(fn, grid), grid)
+    lo, hi = curve.min(0) - radius - 1, curve.max(0) + radius + 1
+    if kind == "sdf":
+        grid = box_grid(lo, hi, 0.25)
+        tree = analyze(sample(fn, grid), grid)
+    elif kind == "mask":
+        grid = box_grid(lo, hi, (0.4, 0.4, 1.0))
+        tree = analyze(ct_like_mask(fn, grid), grid)
+    else:
+        grid = box_grid(lo, hi, 0.3)
+        tree = analyze(mesh_from_volume(sample(fn, grid), grid, 0.0))
     assert len(tree.segments) == 1 and tree.loops == [] and tree.lesions == []
     s = tree.segments[0]
     ok = s.valid & ~s.in_end_zone
     phase = np.unwrap(np.arctan2(s.points_mm[:, 1], s.points_mm[:, 0]))
     true_length = np.hypot(a, b) * (phase.max() - phase.min())
-    # Measured: length -0.08 %, curvature 0.1515 vs 0.15 /mm (+1 %), AI 0.015 mm, bias < 1e-5 mm.
+    # Measured, SDF / mask 0.4 x 0.4 x 1.0 / mesh: length error -0.03 / +0.04 / -0.04 %; curvature
+    # +1.0 / +1.5 / +1.0 %; AI 0.004 / 0.052 / 0.004 mm; radius MAE 0.000 / 0.052 / 0.008 mm. The
+    # issue's targets are asserted (length 1 %; AI 0.05 mm SDF and mesh, 0.15 mm mask; radius MAE
+    # 0.05 mm SDF and mesh, 0.08 mm mask); curvature within 3 %.
     assert abs(s.length_mm / true_length - 1) <= 0.01
     assert np.median(s.curvature_per_mm[ok]) == pytest.approx(a / (a * a + b * b), rel=0.03)
-    assert kd.query(s.points_mm[ok])[0].mean() <= 0.05
-    assert abs(np.mean(s.radius_area_mm[ok]) - radius) <= 0.03
+    assert kd.query(s.points_mm[ok])[0].mean() <= (0.15 if kind == "mask" else 0.05)
+    assert np.mean(np.abs(s.radius_area_mm[ok] - radius)) <= (0.08 if kind == "mask" else 0.05)
     assert s.tortuosity > 1.0 and s.tortuosity_vmtk == pytest.approx(s.tortuosity - 1)
 
 
@@ -502,7 +516,7 @@ def test_fit_runs_the_analysis_unless_told_not_to(tmp_path):
     seg = read_segments(tmp_path / "fit" / "analysis" / "segments.csv")[0]
     # The fitted tube's radius (a network of 300 steps): measured 2.93 mm; within 0.3 mm of 3.
     assert abs(float(seg["mean_radius_mm"]) - radius) <= 0.3
-    run2 = fit_points_files(tmp_path / "tube.xyz", tmp_path / "fit2", config=inr_config(iterations=300, **tiny),
+    run2 = fit_points_files(tmp_path / "tube.xyz", tmp_path / "fit2", config=inr_config(iterations=30, **tiny),
                             device="cpu", progress=False, report=False, analyze=False)
     assert "analysis" not in run2.details and not (tmp_path / "fit2" / "analysis").exists()
 
