@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vesselfield.analysis.config import AnalysisConfig
+from vesselfield.analysis.core import check_memory
 from vesselfield.analysis.fields import (WallField, function_field, occupancy_field, sdf_volume_field,
                                          tree_field)
 from vesselfield.errors import VesselfieldError
@@ -46,23 +47,6 @@ def crop_to_vessels(array: np.ndarray, grid: VolumeGrid, inside: np.ndarray,
     origin = np.asarray(grid.origin_mm) + lo * np.asarray(grid.spacing_mm)
     return np.ascontiguousarray(array[sl]), VolumeGrid(tuple(int(b - a) for a, b in zip(lo, hi)), grid.spacing_mm,
                                                         tuple(float(v) for v in origin))
-
-
-def check_memory(grid: VolumeGrid, spacing_mm: float | None, max_memory_gb: float, bytes_per_voxel: float,
-                 what: str) -> None:
-    """A one-line error, before any work, when the analysis of ``grid`` (resampled to an isotropic
-    ``spacing_mm``, default its finest spacing) would need more than ``max_memory_gb``."""
-    from vesselfield.analysis.core import BYTES_PER_TOPOLOGY_VOXEL
-
-    h = float(spacing_mm) if spacing_mm is not None else float(min(grid.spacing_mm))
-    extent = np.asarray(grid.shape, float) * np.asarray(grid.spacing_mm, float)
-    iso_voxels = float(np.prod(np.maximum(1.0, np.floor(extent / h))))
-    need_gb = (iso_voxels * BYTES_PER_TOPOLOGY_VOXEL + float(np.prod(grid.shape)) * bytes_per_voxel) / 1e9
-    if need_gb > max_memory_gb:
-        fits = h * (need_gb / max_memory_gb) ** (1 / 3) * 1.01
-        raise VesselfieldError(f"analysing this {what} (its vessels' box: {tuple(grid.shape)} voxels) would need about "
-                               f"{need_gb:.1f} GB (max_memory_gb {max_memory_gb:g}): pass --spacing {fits:.2g} or more, "
-                               "or --set max_memory_gb=...")
 
 
 def mask_field(mask, grid: VolumeGrid) -> WallField:

@@ -32,6 +32,21 @@ from vesselfield.grid import VolumeGrid
 BYTES_PER_TOPOLOGY_VOXEL = 26  # float32 field + bool mask + float64 depth + skeleton + thinning's own copies
 
 
+def check_memory(grid: VolumeGrid, spacing_mm: float | None, max_memory_gb: float, bytes_per_voxel: float,
+                 what: str) -> None:
+    """A one-line error, before any work, when the analysis of ``grid`` (resampled to an isotropic
+    ``spacing_mm``, default its finest spacing) would need more than ``max_memory_gb``."""
+    h = float(spacing_mm) if spacing_mm is not None else float(min(grid.spacing_mm))
+    extent = np.asarray(grid.shape, float) * np.asarray(grid.spacing_mm, float)
+    iso_voxels = float(np.prod(np.maximum(1.0, np.floor(extent / h))))
+    need_gb = (iso_voxels * BYTES_PER_TOPOLOGY_VOXEL + float(np.prod(grid.shape)) * bytes_per_voxel) / 1e9
+    if need_gb > max_memory_gb:
+        fits = h * (need_gb / max_memory_gb) ** (1 / 3) * 1.01
+        raise VesselfieldError(f"analysing this {what} (its vessels' box: {tuple(grid.shape)} voxels) would need about "
+                               f"{need_gb:.1f} GB (max_memory_gb {max_memory_gb:g}): pass --spacing {fits:.2g} or more, "
+                               "or --set max_memory_gb=...")
+
+
 def topology_grid(field, config: AnalysisConfig) -> VolumeGrid:
     """The isotropic grid the topology is computed on (see ``AnalysisConfig.spacing_mm``)."""
     lo, hi = np.asarray(field.lo_mm, float), np.asarray(field.hi_mm, float)
@@ -260,12 +275,7 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
         elif not np.allclose(grid.spacing_mm, h, rtol=1e-6):
             topology = None
     if topology is not None:
-        need_gb = float(np.prod(np.asarray(grid.shape, float))) * BYTES_PER_TOPOLOGY_VOXEL / 1e9
-        if need_gb > cfg.max_memory_gb:
-            raise VesselfieldError(f"the analysis of a {tuple(grid.shape)} volume needs about {need_gb:.1f} GB "
-                                   f"(max_memory_gb {cfg.max_memory_gb:g}): pass --spacing "
-                                   f"{h * (need_gb / cfg.max_memory_gb) ** (1 / 3) * 1.01:.2g} or more, or --set "
-                                   "max_memory_gb=...")
+        check_memory(grid, None, cfg.max_memory_gb, 0.0, "volume")
     if topology is None:
         grid = topology_grid(field, cfg)
         h = float(grid.spacing_mm[0])
@@ -289,6 +299,7 @@ def analyze_field(field, config: AnalysisConfig | None = None, *, root_mm=None,
     origin_c = np.asarray(grid.origin_mm) + (lo_idx - 1) * h
     t1 = time.perf_counter()
     graph, isolated = skeleton_graph(mask_c, depth_c, h)
+
     def crosses_wall(path_vox: np.ndarray) -> bool:
         # The midpoints of the path's steps on the continuous field: outside means the 26-connected
         # step jumped a gap between two vessels narrower than a voxel.
