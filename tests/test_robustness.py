@@ -33,10 +33,14 @@ def capsule():
 
 @pytest.fixture(scope="module")
 def study(capsule, tmp_path_factory):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("robustness")
-    rows = R.run_robustness_study([capsule], counts=(30, 60), repeats=2, iterations=150, n_held_out=500,
-                                  out_dir=out, progress=False, config_overrides=TINY)
+    try:
+        out = tmp_path_factory.mktemp("robustness")
+        rows = R.run_robustness_study([capsule], counts=(30, 60), repeats=2, iterations=150, n_held_out=500,
+                                      out_dir=out, progress=False, config_overrides=TINY)
+    finally:  # the later test files run with the thread count they started with
+        torch.set_num_threads(before)
     return out, rows
 
 

@@ -305,14 +305,21 @@ def run_jobs(
 # ===================================================================================== execution
 def _call(fn: Callable, task, num_threads: int | None) -> TaskResult:
     """``fn(task)`` in this process, its exception turned into a :class:`TaskResult`."""
+    before = None
     try:
         if num_threads:
             import torch
 
+            before = torch.get_num_threads()
             torch.set_num_threads(int(num_threads))
         return TaskResult(value=fn(task))
     except Exception as exc:
         return TaskResult(error=one_line_error(exc), traceback=traceback.format_exc())
+    finally:
+        if before is not None:  # a job run in this process leaves the caller's thread count as it was
+            import torch
+
+            torch.set_num_threads(before)
 
 
 def _threads_of(task, threads: int | None) -> int | None:
