@@ -59,6 +59,21 @@ def ct_like_mask(fn, grid: VolumeGrid, supersample: int = 3) -> np.ndarray:
     return (frac / supersample ** 3 >= 0.5).reshape(grid.shape)
 
 
+def analyze_as(kind: str, fn, lo, hi):
+    """Analyse the shape ``fn`` (negative inside) as an exact SDF volume at 0.25 mm, a CT-like mask
+    at 0.4 x 0.4 x 1.0 mm, or the marching-cubes mesh of its SDF at 0.3 mm."""
+    from vesselfield.meshing import mesh_from_volume
+
+    if kind == "sdf":
+        grid = box_grid(lo, hi, 0.25)
+        return analyze(sample(fn, grid), grid)
+    if kind == "mask":
+        grid = box_grid(lo, hi, (0.4, 0.4, 1.0))
+        return analyze(ct_like_mask(fn, grid), grid)
+    grid = box_grid(lo, hi, 0.3)
+    return analyze(mesh_from_volume(sample(fn, grid), grid, 0.0))
+
+
 def tube_case(radius_mm, length_mm):
     a, b = -0.5 * length_mm * OBLIQUE, 0.5 * length_mm * OBLIQUE
     fn = lambda p: capsule_sdf(p, a, b, radius_mm)  # noqa: E731
@@ -157,8 +172,6 @@ def test_oblique_tube_from_mesh_and_from_a_torch_module():
 def test_helix_length_curvature_and_centring(kind):
     from scipy.spatial import cKDTree
 
-    from vesselfield.meshing import mesh_from_volume
-
     a, b, radius, turns = 6.0, 2.0, 1.5, 1.5
     # Vertices 0.012 mm apart: the distance to the nearest vertex exceeds the distance to the curve
     # by at most (0.006 mm)^2 / (2 x 1 mm) = 2e-5 mm near the wall.
@@ -166,16 +179,7 @@ def test_helix_length_curvature_and_centring(kind):
     curve = np.stack([a * np.cos(t), a * np.sin(t), b * t], axis=1)
     kd = cKDTree(curve)
     fn = lambda p: kd.query(p)[0] - radius  # noqa: E731  exact SDF of the helical tube (away from its caps)
-    lo, hi = curve.min(0) - radius - 1, curve.max(0) + radius + 1
-    if kind == "sdf":
-        grid = box_grid(lo, hi, 0.25)
-        tree = analyze(sample(fn, grid), grid)
-    elif kind == "mask":
-        grid = box_grid(lo, hi, (0.4, 0.4, 1.0))
-        tree = analyze(ct_like_mask(fn, grid), grid)
-    else:
-        grid = box_grid(lo, hi, 0.3)
-        tree = analyze(mesh_from_volume(sample(fn, grid), grid, 0.0))
+    tree = analyze_as(kind, fn, curve.min(0) - radius - 1, curve.max(0) + radius + 1)
     assert len(tree.segments) == 1 and tree.loops == [] and tree.lesions == []
     s = tree.segments[0]
     ok = s.valid & ~s.in_end_zone
@@ -301,17 +305,7 @@ def bifurcation_case(angle1_deg, angle2_deg, parent_r=2.0, length=15.0):
                                          ((35.0, 50.0), "mask"), ((90.0, 90.0), "mask"), ((35.0, 50.0), "mesh")])
 def test_y_and_t_bifurcations(angles, kind):
     fn, lo, hi, child_r = bifurcation_case(*angles)
-    if kind == "sdf":
-        grid = box_grid(lo, hi, 0.25)
-        tree = analyze(sample(fn, grid), grid)
-    elif kind == "mask":
-        grid = box_grid(lo, hi, (0.4, 0.4, 1.0))
-        tree = analyze(ct_like_mask(fn, grid), grid)
-    else:
-        from vesselfield.meshing import mesh_from_volume
-
-        grid = box_grid(lo, hi, 0.3)
-        tree = analyze(mesh_from_volume(sample(fn, grid), grid, 0.0))
+    tree = analyze_as(kind, fn, lo, hi)
     # One bifurcation, three segments (no spur), the parent (widest end) is the root.
     assert len(tree.bifurcations) == 1 and len(tree.segments) == 3 and tree.loops == []
     bif = tree.bifurcations[0]
