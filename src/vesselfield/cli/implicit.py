@@ -124,6 +124,7 @@ def fit_nested_cmd(
     set_: Optional[List[str]] = SetOpt,
     device: str = DeviceOpt,
     resume: bool = ResumeOpt,
+    no_analyze: bool = NoAnalyzeOpt,
     quiet: bool = QuietOpt,
 ):
     """Nested surfaces (lumen, wall, ...) in one network with one SDF per surface; nesting.json."""
@@ -132,7 +133,7 @@ def fit_nested_cmd(
     config = _fit_config(preset, iterations, time_limit, set_, nesting_weight=nesting_weight)
     echo_summary(fit_nested_files(surfaces, out, names=names or None, separate=separate, config=config,
                                   use_normals=normals, spacing_mm=spacing, device=device, resume=resume,
-                                  progress=not quiet, **given(n_points=n_points, seed=seed, frame=frame,
+                                  progress=not quiet, analyze=not no_analyze, **given(n_points=n_points, seed=seed, frame=frame,
                                                                scale_to_mm=scale_to_mm)))
 
 

@@ -413,6 +413,7 @@ def fit_nested_files(
     resume: bool = False,
     progress: bool = True,
     report: bool = True,
+    analyze: bool = True,
 ) -> RunSummary:
     """``vesselfield fit nested``: K nested surfaces (innermost first) in one network with K outputs.
 
@@ -428,6 +429,7 @@ def fit_nested_files(
             ``nesting_weight`` weighs the nesting penalty; with ``separate`` its ``time_limit_s``
             limits each network's fit.
         use_normals: use mesh face normals and normals stored in point files.
+        analyze: run the vessel analysis on the innermost surface (the lumen) into ``out_dir/analysis/``.
         Other arguments: as :func:`fit_points_files`.
 
     Writes ``model.pt`` (joint) or ``<name>/model.pt`` (separate), ``sdf_<name>.nii.gz`` and
@@ -550,15 +552,31 @@ def fit_nested_files(
                      + [f"nesting ({nesting['mode']}): broken at {100 * nesting['violation_fraction']:.3g} % of "
                         "uniform samples (nesting.json)"])
     summary.objects = {"models": models, "model": joint, "nesting": nesting, "results": results}
+    analysis = None
+    if analyze and meshes[0] is not None:
+        from vesselfield.analysis.fields import function_field
+        from vesselfield.pipelines.analyze import analysis_after_run, analysis_details
+
+        # The innermost surface (the lumen): its network evaluated directly, its SDF volume as topology.
+        lo, hi = grid.bounds_mm
+        field = function_field(lambda x: sdf_of(0, x), lo, hi, kind="network", batch_points=1 << 16)
+        analysis, a_files, a_lines, a_warnings = analysis_after_run(field, out, topology=(volumes[0], grid))
+        files.update(a_files)
+        summary.warnings.extend(a_warnings)
+        summary.lines.extend(a_lines)
+        if analysis is not None:
+            summary.details["analysis"] = {"surface": names[0], **analysis_details(analysis)}
+            summary.objects["analysis"] = analysis
     if report:
         if separate:
-            for name, p, run_dir, mesh in zip(names, point_sets, run_dirs, meshes):
+            for k, (name, p, run_dir, mesh) in enumerate(zip(names, point_sets, run_dirs, meshes)):
                 rep = _write_report(run_dir, model=models[name], points=p, log=results[name].log, mesh=mesh,
-                                    warnings=[w for w in warnings if w.startswith(f"{name}: ")])
+                                    warnings=[w for w in warnings if w.startswith(f"{name}: ")],
+                                    analysis=analysis if k == 0 else None)
                 files.update({f"{key}_{name}": v for key, v in rep.items()})
         else:
             # The slices show every surface's zero level; the 3D view the outermost surface.
             files.update(_write_report(out, model=joint, points=point_sets, log=results[names[0]].log,
-                                       mesh=meshes[-1], warnings=warnings))
+                                       mesh=meshes[-1], warnings=warnings, analysis=analysis))
     summary.write()
     return summary
