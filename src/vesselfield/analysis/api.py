@@ -19,6 +19,9 @@ def volume_kind(volume) -> str:
     arr = np.asarray(volume)
     if arr.dtype == bool:
         return "mask"
+    # A strided sample settles most float volumes (an SDF has many values) without sorting them all.
+    if len(np.unique(arr.reshape(-1)[:: max(1, arr.size // 100_000)])) > 2:
+        return "sdf"
     values = np.unique(arr)
     # Two values at most, one of them 0 (or a single value), all whole numbers: a label / mask.
     whole = np.all(np.isfinite(values)) and np.all(values == np.round(values))
