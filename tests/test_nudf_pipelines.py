@@ -77,7 +77,11 @@ def test_predict_nudf_writes_the_udf_the_cloud_and_a_mesh_of_a_known_sphere(tmp_
     config = NudfConfig(**SMALL, mesh=SMALL_MESH)
     trained = TrainedNudf(config, SphereUdfNet(RADIUS_MM / 20.0), {})
     summary = predict_nudf_files("stand-in", path, tmp_path / "out", center_mm=center, trained=trained)
-    assert set(summary.files) == {"udf", "points", "mesh", "summary"}
+    assert set(summary.files) == {"udf", "points", "mesh", "report", "summary"}
+    # The report's 3D view: the CT volume and the predicted surface (no overlay volume beside a surface).
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    payload = json.loads(page.split('window.__vfViewerData["vf-view-1"]=', 1)[1].split(";\n", 1)[0])
+    assert [v["name"] for v in payload["volumes"]] == ["image"] and payload["meshes"][0]["name"] == "surface"
 
     udf, roi_grid = load_volume(tmp_path / "out" / "udf.nii.gz")
     assert udf.shape == (16, 16, 16)
@@ -108,7 +112,7 @@ def test_predict_unet_roi_meshes_the_upsampled_probability(tmp_path):
     config = NudfConfig(variant="unet-roi", **SMALL, mesh_spacing_mm=0.5)
     trained = TrainedNudf(config, SphereLogitNet(RADIUS_MM / 20.0), {})
     summary = predict_nudf_files("stand-in", path, tmp_path / "out", center_mm=center, trained=trained)
-    assert set(summary.files) == {"probability", "mesh", "summary"}
+    assert set(summary.files) == {"probability", "mesh", "report", "summary"}
     r = np.linalg.norm(np.asarray(summary.objects["mesh"].vertices) - center, axis=1)
     # Trilinear interpolation of the sampled logits' sigmoid between 2.67 mm voxels moves the 0.5 level
     # inwards where |u| is curved: measured max |r - R| 0.256 mm (mean r 9.87 mm), the same with

@@ -257,16 +257,24 @@ def test_losses_draw_every_loss_column(tmp_path):
 
 
 # ------------------------------------------------------------------------- HTML report
+def outside_scripts(text: str) -> str:
+    """The page without the bodies of its inline scripts (the 3D view's library and data)."""
+    return re.sub(r"(?s)<script>.*?</script>", "<script></script>", text)
+
+
 def test_report_embeds_every_figure_and_no_links(full_report):
     out, path, _ = full_report
     assert path == out / "report.html"
-    text = path.read_text(encoding="utf-8")
+    full = path.read_text(encoding="utf-8")
+    text = outside_scripts(full)
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(uris) == text.count("data:image/png;base64,") == len(FIGURE_FILES) == 5
     # The embedded images are exactly the PNGs written next to the report, in report order.
     for key, data in zip(("views", "mips", "error_overlay", "mesh", "losses"), uris):
         assert base64.b64decode(data) == (out / FIGURE_FILES[key]).read_bytes()
-    assert "http://" not in text and "https://" not in text and "<link" not in text and "<script" not in text
+    assert "http://" not in full and "https://" not in full and "<link" not in text
+    # The only scripts are the 3D view's, inline (data, library, starter): nothing loads from elsewhere.
+    assert re.findall(r"<script[^>]*>", text) == ["<script>"] * 3 and 'data-vf-viewer="vf-view-1"' in text
     assert re.findall(r'src="([a-z]+):', text) == ["data"] * 5
     assert "Error overlay" in text
     assert sorted(p.name for p in out.iterdir()) == sorted([*FIGURE_FILES.values(), "report.html"])
@@ -300,7 +308,7 @@ def test_report_without_ground_truth_has_no_overlay(case, tmp_path):
     masks = [t > 0.5 for t in targets]
     path = write_xray_report(tmp_path, geometry=GEOMETRY, targets=masks, kind="mask", rendered=rendered,
                              occupancy=pred, mesh=mesh, log_rows=[], warnings=["no mesh.stl: occupancy < 0.5"])
-    text = path.read_text(encoding="utf-8")
+    text = outside_scripts(path.read_text(encoding="utf-8"))
     assert text.count("data:image/png;base64,") == 3  # views, MIPs, mesh
     # The run's warnings come first, escaped.
     assert text.index("Warning: no mesh.stl: occupancy &lt; 0.5") < text.index("<h2>Summary</h2>")

@@ -200,6 +200,11 @@ def test_smoke_train_and_predict_every_variant(dataset, tmp_path, variant, capsy
     assert occ.min() >= 0 and occ.max() <= 1
     summary = json.loads((pred / "summary.json").read_text())
     assert summary["variant"] == variant and summary["mesh_spacing_mm"] == 0.8
+    # report.html with its 3D view: the CT and, when the prediction has a surface, that surface.
+    page = (pred / "report.html").read_text(encoding="utf-8")
+    payload = json.loads(page.split('window.__vfViewerData["vf-view-1"]=', 1)[1].split(";\n", 1)[0])
+    assert payload["volumes"][0]["name"] == "image"
+    assert ("mesh" in summary["files"]) == any(m["name"] == "surface" for m in payload["meshes"])
 
 
 def test_mesh_is_upsampled_from_the_continuous_field_in_world_mm(dataset, tmp_path):

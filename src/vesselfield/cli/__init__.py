@@ -11,7 +11,7 @@
 Only typer is imported at start-up; ``vesselfield --help`` never loads torch.
 """
 
-from vesselfield.cli import analysis, config, ct, data, implicit, xray  # noqa: F401  (registers the commands)
+from vesselfield.cli import analysis, config, ct, data, implicit, view, xray  # noqa: F401  (registers the commands)
 from vesselfield.cli.app import app, expand_multi_value_options, main
 
 __all__ = ["app", "expand_multi_value_options", "main"]

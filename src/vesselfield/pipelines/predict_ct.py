@@ -102,7 +102,8 @@ def upsampled_surface(prediction: dict, grid, spacing_mm: float):
 
 def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | None = None, device="auto",
                      progress: bool = True, analyze: bool = True) -> RunSummary:
-    """Apply the trained run ``run_dir`` to ``image_path`` and write the outputs into ``out_dir``.
+    """Apply the trained run ``run_dir`` to ``image_path`` and write the outputs into ``out_dir``
+    (volumes, mesh, summary.json and report.html with its interactive 3D view).
 
     ``analyze``: run the vessel analysis on the predicted SDF into ``out_dir/analysis/``
     (:mod:`vesselfield.pipelines.analyze`; its own report.html there).
@@ -161,9 +162,15 @@ def predict_ct_files(run_dir, image_path, out_dir, *, mesh_spacing_mm: float | N
         lines.extend(a_lines)
         if analysis is not None:
             details["analysis"] = analysis_details(analysis)
+    analysis = analysis if analyze and mesh is not None else None
+    from vesselfield.report.prediction import write_prediction_report
+
+    files["report"] = write_prediction_report(
+        out, title=f"VesselSDF prediction ({trained.config.variant})", lines=lines, image=image, grid=grid,
+        overlay=prediction["occupancy"], mesh=mesh, analysis=analysis, warnings=warnings,
+        note="Vessels predicted from a CT image by a trained VesselSDF run (occupancy, then SDF).")
     summary = RunSummary(PREDICT_VERB, out, files=files, warnings=warnings, lines=lines,
                          details=details,
-                         objects={"prediction": prediction, "grid": grid, "mesh": mesh,
-                                  "analysis": analysis if analyze and mesh is not None else None})
+                         objects={"prediction": prediction, "grid": grid, "mesh": mesh, "analysis": analysis})
     summary.write()
     return summary

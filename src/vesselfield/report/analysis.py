@@ -347,14 +347,22 @@ def analysis_report_sections(page: ReportPage, tree, figures_dir, *, heading_pre
     return page
 
 
-def write_analysis_report(out_dir, tree, *, title: str = "Vessel analysis") -> Path:
+def write_analysis_report(out_dir, tree, *, title: str = "Vessel analysis", surface=None,
+                          viewer: bool = True) -> Path:
     """Write ``out_dir/report.html`` with the analysis sections, the PNGs in ``out_dir/figures/``.
 
-    The tree's warnings are shown at the top of the page. Returns the page's path.
+    The tree's warnings are shown at the top of the page. ``viewer``: an interactive 3D view of
+    the centreline tree coloured by radius, over the analysed ``surface`` (a mesh) when given.
+    Returns the page's path.
     """
     tree = _check_tree(tree)
     out = report_folder(out_dir)
     page = ReportPage(title, note="Centrelines, radii, branch graph and stenoses of a vessel tree (LPS world, mm).",
                       warnings=[str(w) for w in tree.warnings])
+    if viewer and len(tree) > 1:
+        from vesselfield.report.viewer.build import add_view, tree_scene
+
+        add_view(page, tree_scene, tree, surface=surface,
+                 caption="The centreline tree coloured by its area-equivalent radius (mm).")
     analysis_report_sections(page, tree, out / FIGURES_DIR, list_warnings=False)
     return page.write(out / REPORT_NAME)

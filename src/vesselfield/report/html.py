@@ -188,10 +188,18 @@ class ReportPage:
             raise VesselfieldError("warnings must be a list of one-line messages, got one string")
         self.title = str(title)
         self._parts: list[str] = []
+        self._viewers = None  # ViewerParts once a 3D view is added
+        self._max_page_mb: float | None = None
+        self.data_path: Path | None = None  # the 3D views' data.js after a write in folder mode
         if note:
             self.add_paragraph(note, note=True)
         for warning in warnings:
-            self._parts.append(f'<p class="warning">Warning: {html.escape(str(warning))}</p>')
+            self.add_warning(warning)
+
+    def add_warning(self, text: str) -> ReportPage:
+        """A one-line problem, shown like the page's warnings."""
+        self._parts.append(f'<p class="warning">Warning: {html.escape(str(text))}</p>')
+        return self
 
     def add_heading(self, text: str) -> ReportPage:
         """A section heading (``<h2>``)."""
@@ -262,21 +270,71 @@ class ReportPage:
         self._parts.append(embedded_figure(png, alt, caption))
         return self
 
-    def to_html(self) -> str:
-        """The whole page as text."""
+    def add_viewer(self, scene, *, heading: str = "3D view", caption: str = "") -> ReportPage:
+        """An interactive 3D view of ``scene`` (a :class:`~vesselfield.report.viewer.ViewerScene`):
+        NiiVue inlined, the data as base64, no network (:mod:`vesselfield.report.viewer.page`).
+        An empty scene adds nothing."""
+        from vesselfield.report.viewer.page import viewer_parts
+
+        if scene is None or scene.is_empty():
+            return self
+        if self._viewers is None:
+            self._viewers = viewer_parts()
+            self._max_page_mb = scene.limits.max_page_mb
+        viewer_id = f"vf-view-{len(self._viewers.data) + 1}"
+        self.add_heading(heading)
+        self._parts.append(self._viewers.add(viewer_id, scene, caption=caption))
+        return self
+
+    @property
+    def has_viewer(self) -> bool:
+        """True when the page holds a 3D view."""
+        return bool(self._viewers)
+
+    def to_html(self, data_src: str | None = None) -> str:
+        """The whole page as text; with 3D views, their data inline, or (``data_src``) loaded from
+        that relative ``data.js`` path."""
         title = html.escape(self.title)
+        style = CSS
+        tail = ""
+        if self._viewers:
+            from vesselfield.report.viewer.page import viewer_css
+
+            style += viewer_css()
+            tail = self._viewers.tail(data_src)
         return "\n".join([
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
             f"<title>{title}</title>",
-            f"<style>{CSS}</style></head><body>",
+            f"<style>{style}</style></head><body>",
             f"<h1>{title}</h1>",
             *self._parts,
-            '<p class="note">Written by vesselfield.</p></body></html>',
+            '<p class="note">Written by vesselfield.</p>',
+            tail + "</body></html>",
         ]) + "\n"
 
     def write(self, path) -> Path:
-        """Write :meth:`to_html` to ``path`` (UTF-8, atomically); returns ``Path(path)``."""
+        """Write :meth:`to_html` to ``path`` (UTF-8, atomically); returns ``Path(path)``.
+
+        A page with 3D views larger than their ``max_page_mb`` keeps the views' data in
+        ``<stem>_files/data.js`` beside it (folder mode, written first); otherwise a stale data
+        folder of an earlier run is removed.
+        """
         path = Path(path)
-        write_text_atomic(path, self.to_html())
+        text = self.to_html()
+        if self._viewers:
+            import shutil
+
+            from vesselfield.io.atomic import write_bytes_atomic
+            from vesselfield.report.viewer.page import data_folder
+
+            folder = data_folder(path)
+            if len(text.encode("utf-8")) > self._max_page_mb * 1e6:
+                folder.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(folder / "data.js", self._viewers.data_text().encode("utf-8"))
+                text = self.to_html(data_src=f"{folder.name}/data.js")
+                self.data_path = folder / "data.js"
+            elif (folder / "data.js").is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+        write_text_atomic(path, text)
         return path

@@ -488,6 +488,7 @@ def write_inr_report(
     resolution: int = 200,
     warnings: Sequence[str] = (),
     analysis=None,
+    viewer: bool = True,
 ) -> dict[str, Path]:
     """Write the figures (``figure_*.png``, see :data:`FIGURE_FILES`) and ``report.html`` into ``out_dir``.
 
@@ -510,6 +511,8 @@ def write_inr_report(
             first in the report.
         analysis: optional :class:`~vesselfield.analysis.AnalyzedTree` of the fitted surface; adds its
             summary, diameter profiles, tree picture and tables.
+        viewer: add the interactive 3D view of ``mesh`` and the analysis tree
+            (:func:`~vesselfield.report.viewer.build.surface_scene`).
 
     Returns:
         ``{"slices", "points", "mesh", "losses", "report": Path}``, the keys of what was written.
@@ -543,6 +546,10 @@ def write_inr_report(
                        ("points", "n", "mean |SDF| (mm)", "median (mm)", "95th percentile (mm)", "max (mm)"),
                        _residual_rows(fits), numeric=(1, 2, 3, 4, 5))
     page.add_metrics(metrics)
+    if viewer and mesh is not None:
+        from vesselfield.report.viewer.build import add_view, surface_scene
+
+        add_view(page, surface_scene, mesh, names=[", ".join(model.surface_names)], analysis=analysis)
     if mesh is not None:
         page.add_mesh_summary(mesh)
     page.add_config(model.config)

@@ -323,6 +323,7 @@ def write_xray_report(
     k_per_mm: float | None = None,
     warnings: Sequence[str] = (),
     analysis=None,
+    viewer: bool = True,
 ) -> Path:
     """Write the figures (``figure_*.png``, see :data:`FIGURE_FILES`) and ``report.html`` into ``out_dir``.
 
@@ -348,6 +349,9 @@ def write_xray_report(
         warnings: one-line problems of the run (e.g. an empty reconstruction), shown first.
         analysis: optional :class:`~vesselfield.analysis.AnalyzedTree` of the reconstruction; adds its
             summary, diameter profiles, tree picture and tables.
+        viewer: add the interactive 3D view (:func:`~vesselfield.report.viewer.build.xray_scene`):
+            the surface, the true surface and the signed error layer (with ``gt_occupancy``), the
+            centreline tree and the C-arm views.
 
     Returns:
         The path of ``out_dir/report.html``.
@@ -380,6 +384,10 @@ def write_xray_report(
 
     page.add_summary(_summary_rows(geometry, kind, occupancy, thr, metrics, info))
     page.add_metrics(metrics, empty="No metrics (no ground truth was given).")
+    if viewer:
+        from vesselfield.report.viewer.build import add_view, xray_scene
+
+        add_view(page, xray_scene, geometry, mesh=mesh, gt_occupancy=gt_occupancy, analysis=analysis, threshold=thr)
     k_text = ""
     if kind == "mask":
         from vesselfield.render.soft_distance import DEFAULT_K_PER_MM
