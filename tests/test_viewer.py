@@ -102,6 +102,8 @@ def test_vendored_niivue_matches_its_sha256_and_carries_its_licences():
     assert "BSD 2-Clause License" in licences and "Copyright (c) 2021, Niivue" in licences
     for lib in meta["bundled"]:  # every library bundled inside the UMD build, with its licence text
         assert f"{lib['name']} {lib['version']} ({lib['license']})" in licences
+    for asset in meta["assets"]:  # and the font atlas
+        assert f"{asset['name']} ({asset['license']})" in licences
 
 
 def test_inlined_scripts_cannot_end_early_and_name_no_web_address():
@@ -141,7 +143,7 @@ def test_folder_mode_above_the_page_limit_and_back(tmp_path):
     script = data.read_text(encoding="utf-8")
     assert script.startswith("window.__vfViewerData=window.__vfViewerData||{};")
     payload = json.loads(script.split('window.__vfViewerData["vf-view-1"]=', 1)[1].rstrip(";\n"))
-    assert [m["name"] for m in payload["meshes"]] == ["reference", "surface", "centerlines"]
+    assert [m["name"] for m in payload["meshes"]] == ["surface", "reference", "centerlines"]
     assert not WEB_ADDRESS.search(text) and not WEB_ADDRESS.search(script)
     # Written again under the limit: inline, and the stale data folder is gone.
     small = ReportPage("small")
@@ -274,9 +276,37 @@ def test_view_command_writes_one_page_of_meshes_trees_and_volumes(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert not WEB_ADDRESS.search(text)
     payload = json.loads(text.split('window.__vfViewerData["vf-view-1"]=', 1)[1].split(";\n", 1)[0])
-    assert [m["name"] for m in payload["meshes"]] == ["reference", "surface1", "tree1"]
+    assert [m["name"] for m in payload["meshes"]] == ["surface1", "reference", "tree1"]
     assert [(v["name"], v["overlay"]) for v in payload["volumes"]] == [("volume1", False), ("overlay1", True)]
-    assert payload["meshes"][1]["layer"]["name"] == "error_mm"
+    assert payload["meshes"][0]["layer"]["name"] == "error_mm"
+
+
+def test_view_of_a_run_folder_shows_its_surface_tree_views_and_truth(tmp_path):
+    from vesselfield.geometry import save_geometry
+    from vesselfield.io.meshes import save_mesh
+    from vesselfield.io.swc import save_swc
+    from vesselfield.io.volumes import save_volume
+    from vesselfield.pipelines.view import view_files
+
+    grid = VolumeGrid.centered((24, 24, 24), 1.0)
+    views = [ConeBeamView(0.0, 0.0, 1000.0, 750.0, (64, 64), (0.8, 0.8)),
+             ConeBeamView(90.0, 0.0, 1000.0, 750.0, (64, 64), (0.8, 0.8))]
+    save_geometry(tmp_path / "geometry.json", Geometry(grid, views))
+    x = grid.voxel_centers_mm().reshape(24, 24, 24, 3)
+    save_volume(tmp_path / "truth.nii.gz", (np.linalg.norm(x, axis=-1) < 6.0).astype(np.float32), grid)
+    run = tmp_path / "run"
+    (run / "analysis").mkdir(parents=True)
+    save_mesh(run / "mesh.stl", trimesh.creation.icosphere(subdivisions=3, radius=5.0))
+    save_swc(run / "analysis" / "tree.swc", line_tree())
+    (run / "config.yaml").write_text(f"inputs:\n  geometry: {tmp_path / 'geometry.json'}\n"
+                                     f"  gt: {tmp_path / 'truth.nii.gz'}\n")
+    page, lines = view_files([run], tmp_path / "v.html")
+    text = page.read_text(encoding="utf-8")
+    payload = json.loads(text.split('window.__vfViewerData["vf-view-1"]=', 1)[1].split(";\n", 1)[0])
+    assert [m["name"] for m in payload["meshes"]] == ["surface1", "reference", "tree1", "view1", "view2"]
+    # The sphere of radius 5 lies inside the truth's 0.5 level (a voxelised ball of radius about 6).
+    errors = payload_mesh(payload, "surface1")["scalars"][0]
+    assert errors.max() < 0 and "wrote" in lines[0]
 
 
 def test_view_command_refuses_bad_input_in_one_line(tmp_path, capsys):

@@ -162,8 +162,8 @@ def panel_html(viewer_id: str, scene: ViewerScene, *, caption: str = "") -> str:
                      f"({'x'.join(map(str, v.array.shape))} voxels)</li>")
     for note in scene.notes:
         items.append(f'<li class="note">{html.escape(note)}</li>')
-    help_text = ("Drag to turn, scroll to zoom, right-drag to pan (slices: click to move the cross). "
-                 "World frame shown as RAS, as in NIfTI viewers; vesselfield's files are LPS mm.")
+    help_text = ("3D: drag to turn, scroll to zoom. Slices: click or drag to move the cross, right-drag to "
+                 "change the contrast. World frame shown as RAS, as in NIfTI viewers; vesselfield's files are LPS mm.")
     return (f'<details class="vf-panel" open><summary>Interactive 3D view</summary>'
             f'<div class="vf-viewer" data-vf-viewer="{html.escape(viewer_id)}">'
             '<p class="vf-status" hidden></p><div class="vf-controls"></div>'

@@ -142,8 +142,11 @@ def surface_distance_mm(points_mm, reference) -> np.ndarray:
     ms.add_mesh(pymeshlab.Mesh(vertex_matrix=p, face_matrix=np.zeros((1, 3), dtype=np.int32)))
     ms.add_mesh(pymeshlab.Mesh(vertex_matrix=rv, face_matrix=rf.astype(np.int32)))
     diag = float(np.linalg.norm(np.ptp(np.vstack([p, rv]), axis=0)))
-    ms.compute_scalar_by_distance_from_another_mesh_per_vertex(
-        measuremesh=0, refmesh=1, signeddist=True, maxdist=pymeshlab.PureValue(2.0 * diag + 1.0))
+    try:
+        ms.compute_scalar_by_distance_from_another_mesh_per_vertex(
+            measuremesh=0, refmesh=1, signeddist=True, maxdist=pymeshlab.PureValue(2.0 * diag + 1.0))
+    except pymeshlab.PyMeshLabException as exc:
+        raise VesselfieldError(f"distance to the reference surface failed: {exc}") from exc
     d = np.asarray(ms.mesh(0).vertex_scalar_array(), dtype=np.float64)
     if len(d) != len(p):
         raise VesselfieldError("distance to the reference surface failed (point count changed)")
@@ -287,10 +290,12 @@ class ViewerScene:
             bound = max(float(np.quantile(np.abs(d), 0.90)), 1e-3)
             layer = MeshLayer("error_mm", "signed distance to the reference surface (mm; + outside, − inside)",
                               d, "vf_error", (-bound, bound))
-            self.add_reference(reference)
         item = ViewerMesh(self._unique(name), label, v.astype(np.float32), f, tuple(rgba), float(opacity),
                           True, layer)
         self.meshes.append(item)
+        if reference is not None:
+            # After the opaque surface: a translucent mesh drawn first would hide what lies behind it.
+            self.add_reference(reference)
         return item
 
     def add_reference(self, mesh, *, name: str = "reference", label: str = "reference surface") -> ViewerMesh:
