@@ -9,8 +9,8 @@ centre with a warning. Writes into ``--out``:
   :func:`vesselfield.meshing.udf.mesh_udf`: open surfaces stay open);
 - ``unet-roi``: ``probability.nii.gz`` on the ROI grid and ``mesh.stl`` (marching cubes at 0.5 of
   the probability trilinearly upsampled to ``mesh_spacing_mm``);
-- ``summary.json`` and ``report.html`` (the CT as slices with the prediction as an overlay, and the
-  surface, in an interactive 3D view: :mod:`vesselfield.report.prediction`).
+- ``summary.json`` and ``report.html`` (an interactive 3D view of the CT as slices and a 3D render,
+  with the predicted surface drawn where it cuts each slice: :mod:`vesselfield.report.prediction`).
 
 Everything is computed before anything is written: an ROI outside the image or an empty
 prediction is a one-line error that leaves ``--out`` untouched.
@@ -170,16 +170,11 @@ def predict_nudf_files(run_dir, image_path, out_dir, *, center_mm=None, device="
         details["dense_points"] = int(len(pred["points"]))
     from vesselfield.report.prediction import write_prediction_report
 
-    if "udf_mm" in pred:
-        voxel = float(min(pred["roi_grid"].spacing_mm))
-        overlay = np.clip(1.0 - np.asarray(pred["udf_mm"], dtype=np.float32) / voxel, 0.0, 1.0)
-        overlay_label = "predicted surface band (UDF ≤ half a voxel)"
-    else:
-        overlay, overlay_label = pred["probability"], "prediction (probability ≥ 0.5)"
+    # The surface always exists here (an empty prediction is an error above): the view cuts it on the slices.
     files["report"] = write_prediction_report(
         out, title=f"NUDF prediction ({trained.config.variant})", lines=lines, image=image, grid=grid,
-        overlay=overlay, overlay_grid=pred["roi_grid"], overlay_label=overlay_label, mesh=pred["mesh"],
-        warnings=warnings, note="Open and thin surfaces predicted from a CT image by a trained NUDF run.")
+        mesh=pred["mesh"], warnings=warnings,
+        note="Open and thin surfaces predicted from a CT image by a trained NUDF run.")
     summary = RunSummary(PREDICT_VERB, out, files=files, warnings=warnings, lines=lines, details=details,
                          objects={"prediction": pred, "mesh": pred["mesh"]})
     summary.write()

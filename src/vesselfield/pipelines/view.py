@@ -82,10 +82,10 @@ def _reference(path: Path):
 
 
 def _run_folder(path: Path) -> dict:
-    """What a run folder offers: meshes, tree, geometry, reference (each possibly missing)."""
+    """What a run folder offers: meshes, tree, geometry and ground truth (each possibly missing)."""
     import yaml
 
-    out: dict = {"meshes": [], "tree": None, "geometry": None, "reference": None}
+    out: dict = {"meshes": [], "tree": None, "geometry": None, "gt": None}
     for name in ("mesh.stl", "mesh.ply", "mesh.obj", "mesh.vtp"):
         if (path / name).is_file():
             out["meshes"].append(path / name)
@@ -100,7 +100,8 @@ def _run_folder(path: Path) -> dict:
             config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:
             config = {}
-    inputs = config.get("inputs") or {} if isinstance(config, dict) else {}
+    inputs = config.get("inputs") if isinstance(config, dict) else None
+    inputs = inputs if isinstance(inputs, dict) else {}
     for geometry in (path / "geometry_refined.json", inputs.get("geometry")):
         if geometry and Path(geometry).is_file():
             out["geometry"] = Path(geometry)
@@ -163,7 +164,7 @@ def view_files(paths, out_path=None, *, reference=None, open_browser: bool = Fal
                 from vesselfield.geometry import load_geometry
 
                 geometries.append(load_geometry(run["geometry"]))
-            if ref is None and run.get("gt") is not None and run["geometry"] is not None:
+            if ref is None and run["gt"] is not None and run["geometry"] is not None:
                 from vesselfield.io.volumes import load_volume
                 from vesselfield.report.viewer.build import mask_surface
 

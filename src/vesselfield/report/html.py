@@ -286,11 +286,6 @@ class ReportPage:
         self._parts.append(self._viewers.add(viewer_id, scene, caption=caption))
         return self
 
-    @property
-    def has_viewer(self) -> bool:
-        """True when the page holds a 3D view."""
-        return bool(self._viewers)
-
     def to_html(self, data_src: str | None = None) -> str:
         """The whole page as text; with 3D views, their data inline, or (``data_src``) loaded from
         that relative ``data.js`` path."""
@@ -317,14 +312,12 @@ class ReportPage:
         """Write :meth:`to_html` to ``path`` (UTF-8, atomically); returns ``Path(path)``.
 
         A page with 3D views larger than their ``max_page_mb`` keeps the views' data in
-        ``<stem>_files/data.js`` beside it (folder mode, written first); otherwise a stale data
-        folder of an earlier run is removed.
+        ``<stem>_files/data.js`` beside it (folder mode, written first); otherwise the stale
+        ``data.js`` of an earlier write is removed (and its folder, when that leaves it empty).
         """
         path = Path(path)
         text = self.to_html()
         if self._viewers:
-            import shutil
-
             from vesselfield.io.atomic import write_bytes_atomic
             from vesselfield.report.viewer.page import data_folder
 
@@ -335,6 +328,8 @@ class ReportPage:
                 text = self.to_html(data_src=f"{folder.name}/data.js")
                 self.data_path = folder / "data.js"
             elif (folder / "data.js").is_file():
-                shutil.rmtree(folder, ignore_errors=True)
+                (folder / "data.js").unlink()
+                if not any(folder.iterdir()):
+                    folder.rmdir()
         write_text_atomic(path, text)
         return path
