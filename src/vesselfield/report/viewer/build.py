@@ -3,9 +3,12 @@
 - two-view X-ray (SDF-CAR / NeCA): the surface, the true surface and the error layer when a
   ground truth is known, the centreline tree, the C-arm views (:func:`xray_scene`);
 - implicit vessel models: the fitted surface(s) and the centreline tree (:func:`surface_scene`);
-- CT methods (VesselSDF, NUDF): the image as slices and a 3D render, the prediction as an
-  overlay, the surface and the tree (:func:`ct_scene`);
-- the vessel analysis: its tree, with the analysed surface when there is one.
+- CT methods (VesselSDF, NUDF): the image as slices and a 3D render, the predicted surface (drawn
+  where it cuts each slice; a red overlay of the prediction when there is no surface) and the tree
+  (:func:`ct_scene`);
+- the vessel analysis: its tree, with the analysed surface when there is one (:func:`tree_scene`).
+
+:func:`add_view` adds a builder's scene to a report page, or a warning when it cannot be built.
 
 Every builder returns a :class:`~vesselfield.report.viewer.scene.ViewerScene` (possibly empty).
 """
