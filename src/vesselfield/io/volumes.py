@@ -217,18 +217,29 @@ def load_volume(
     return array, file_grid
 
 
-def _save_nifti(path: Path, array: np.ndarray, grid: VolumeGrid) -> None:
+def nifti_image(array: np.ndarray, grid: VolumeGrid, what: str = "volume"):
+    """A ``nibabel.Nifti1Image`` of ``array`` on ``grid``: RAS qform and sform (code 1, scanner), mm.
+
+    The array's dtype is kept (an explicit dtype keeps e.g. int64 labels, which nibabel refuses
+    to guess); ``what`` names the volume in the error of an array NIfTI cannot hold.
+    """
     import nibabel as nib
 
     affine = grid.affine_ras
     try:
-        # An explicit dtype keeps e.g. int64 labels as they are (nibabel refuses to guess).
         img = nib.Nifti1Image(array, affine, dtype=array.dtype)
     except Exception as exc:
-        raise VesselfieldError(f"cannot write {path} as NIfTI: {exc}") from None
+        raise VesselfieldError(f"cannot write {what} as NIfTI: {exc}") from None
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm")
+    return img
+
+
+def _save_nifti(path: Path, array: np.ndarray, grid: VolumeGrid) -> None:
+    import nibabel as nib
+
+    img = nifti_image(array, grid, str(path))
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
 

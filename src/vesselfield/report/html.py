@@ -274,12 +274,12 @@ class ReportPage:
         """An interactive 3D view of ``scene`` (a :class:`~vesselfield.report.viewer.ViewerScene`):
         NiiVue inlined, the data as base64, no network (:mod:`vesselfield.report.viewer.page`).
         An empty scene adds nothing."""
-        from vesselfield.report.viewer.page import viewer_parts
+        from vesselfield.report.viewer.page import ViewerParts
 
         if scene is None or scene.is_empty():
             return self
         if self._viewers is None:
-            self._viewers = viewer_parts()
+            self._viewers = ViewerParts()
             self._max_page_mb = scene.limits.max_page_mb
         viewer_id = f"vf-view-{len(self._viewers.data) + 1}"
         self.add_heading(heading)
